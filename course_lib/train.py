@@ -1,0 +1,233 @@
+"""One small training helper for every model of the course.
+
+The model-specific part is a ``step_fn(step)`` that performs one whole optimisation
+step (forward, backward, ``optimizer.step()``; a GAN does several) and returns its
+named scalar losses. The :class:`Trainer` adds what every training loop needs and
+nobody wants to write twice:
+
+- a progress bar (``tqdm.auto``: a widget in Jupyter, text in a terminal);
+- a NaN / divergence guard that stops with a message naming the fix;
+- atomic checkpoints every few minutes and at the end, and automatic resume;
+- a step and a time budget (live notebook cells stop after ``profile().time_budget_s``);
+- a loss history that can be plotted.
+
+The loop is plain PyTorch and device-agnostic, so it also runs under ``torchrun``: wrap
+the modules in ``DistributedDataParallel`` before passing them; only rank 0 writes
+checkpoints and shows progress.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "Trainer", "History", "TrainingDiverged", "infinite"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN, infinite or exploded."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int
+    time_budget_s: float | None = None        # stop early when exceeded
+    checkpoint_dir: str | Path | None = None  # None: no checkpoints, no resume
+    checkpoint_every_s: float = 120.0
+    log_every: int = 10                       # history resolution in steps
+    max_loss: float = 1e6                     # |loss| above this raises TrainingDiverged
+    progress: bool = True
+
+
+@dataclass
+class History:
+    """Logged scalars: ``records`` is a list of dicts with ``step``, ``time_s`` and the losses."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+
+    def keys(self) -> list[str]:
+        return sorted({k for r in self.records for k in r} - {"step", "time_s"})
+
+    def values(self, key: str) -> list[float]:
+        return [r[key] for r in self.records if key in r]
+
+    def last(self, key: str) -> float:
+        vals = self.values(key)
+        if not vals:
+            raise KeyError(f"No {key!r} in the history; logged keys: {self.keys()}")
+        return vals[-1]
+
+    def mean(self, key: str, last_n: int | None = None, first_n: int | None = None) -> float:
+        vals = self.values(key)
+        vals = vals[:first_n] if first_n else vals
+        vals = vals[-last_n:] if last_n else vals
+        if not vals:
+            raise KeyError(f"No {key!r} in the history; logged keys: {self.keys()}")
+        return float(np.mean(vals))
+
+    def plot(self, ax=None, keys: list[str] | None = None, smoothing: float = 0.0, log: bool = False):
+        from course_lib.plots import plot_loss_history
+        return plot_loss_history(self.records, ax=ax, keys=keys, smoothing=smoothing, log=log)
+
+
+def infinite(loader: Iterable) -> Iterator:
+    """Cycle a DataLoader forever (a new epoch, and a new shuffle, each time it runs out)."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("The data loader is empty: check the dataset size and batch_size (drop_last?).")
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0
+
+
+def _scalars(out: Any) -> dict[str, float]:
+    if hasattr(out, "_asdict"):
+        out = out._asdict()
+    if not isinstance(out, Mapping):
+        raise TypeError(f"step_fn must return a NamedTuple or a mapping of named losses, got {type(out).__name__}")
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+
+
+class Trainer:
+    """Runs ``step_fn`` for ``config.max_steps`` steps with progress, guards and checkpoints.
+
+    Args:
+        modules: named modules whose state is checkpointed (e.g. ``{"generator": G, "critic": D}``).
+        optimizers: named optimizers, checkpointed with the modules.
+        config: step and time budgets, checkpointing.
+        schedulers: named learning-rate schedulers (optional).
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 config: TrainConfig, schedulers: dict[str, Any] | None = None):
+        self.modules, self.optimizers, self.config = modules, optimizers, config
+        self.schedulers = schedulers or {}
+        self.step = 0
+        self.history = History()
+        self.elapsed_s = 0.0   # training wall time over all sessions, resumes included
+        self.stopped_by: str | None = None
+        self.checkpoint_path = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir else None
+        if self.checkpoint_path is not None and self.checkpoint_path.is_file():
+            self.load(self.checkpoint_path)
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "history": self.history.records,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+                    "python": list(random.getstate()[1])},
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write a resumable checkpoint atomically (temporary file, then ``os.replace``)."""
+        path = Path(path or self.checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore modules, optimizers, schedulers, step, history and RNG state."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise RuntimeError(f"Cannot resume from {path}: the file is unreadable ({type(e).__name__}: {e}). "
+                               f"Delete it to start training from scratch.") from e
+        for kind, live in (("modules", self.modules), ("optimizers", self.optimizers), ("schedulers", self.schedulers)):
+            if set(state[kind]) != set(live):
+                raise RuntimeError(f"Cannot resume from {path}: it holds {kind} {sorted(state[kind])}, this trainer has "
+                                   f"{sorted(live)}. Use another checkpoint_dir or delete the file.")
+            for k, obj in live.items():
+                obj.load_state_dict(state[kind][k])
+        self.step, self.elapsed_s = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        self.history = History(list(state["history"]))
+        torch.set_rng_state(state["rng"]["torch"])
+        np_state = np.random.get_state()
+        np.random.set_state((np_state[0], np.array(state["rng"]["numpy"], dtype=np.uint32), *np_state[2:]))
+        py_state = random.getstate()
+        random.setstate((py_state[0], tuple(state["rng"]["python"]), py_state[2]))
+
+    # ----------------------------------------------------------------------------- loop
+    def _guard(self, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            if not math.isfinite(value) or abs(value) > self.config.max_loss:
+                raise TrainingDiverged(
+                    f"Training diverged at step {self.step}: {name} = {value}. Lower the learning rate, check the "
+                    f"input data for NaN/silence, or clip gradients; then resume from the last checkpoint "
+                    f"({self.checkpoint_path or 'none: set checkpoint_dir'}).")
+
+    def fit(self, step_fn: Callable[[int], Any], callback: Callable[[int, Trainer], None] | None = None,
+            callback_every: int = 0) -> History:
+        """Run until ``max_steps`` (counting resumed steps) or the time budget; returns the history."""
+        cfg = self.config
+        main = _is_main_process()
+        for m in self.modules.values():
+            m.train()
+        start, last_ckpt = time.perf_counter(), time.perf_counter()
+        elapsed_before = self.elapsed_s
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main),
+                   dynamic_ncols=True, leave=True)
+        self.stopped_by = "max_steps"
+        healthy = False
+        try:
+            while self.step < cfg.max_steps:
+                losses = _scalars(step_fn(self.step))
+                self._guard(losses)
+                for s in self.schedulers.values():
+                    s.step()
+                self.step += 1
+                now = time.perf_counter()
+                self.elapsed_s = elapsed_before + now - start
+                if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.max_steps:
+                    self.history.records.append({"step": self.step, "time_s": round(self.elapsed_s, 3), **losses})
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:4]}, refresh=False)
+                bar.update(1)
+                if callback is not None and callback_every and self.step % callback_every == 0:
+                    callback(self.step, self)
+                if self.checkpoint_path and main and now - last_ckpt >= cfg.checkpoint_every_s:
+                    self.save()
+                    last_ckpt = now
+                if cfg.time_budget_s is not None and now - start >= cfg.time_budget_s:
+                    self.stopped_by = "time_budget"
+                    break
+        except TrainingDiverged:
+            healthy = False   # keep the last good checkpoint: never overwrite it with diverged weights
+            raise
+        except KeyboardInterrupt:
+            self.stopped_by = "interrupted"   # an interrupted cell keeps its progress; fit() again resumes
+            healthy = True
+        else:
+            healthy = True
+        finally:
+            bar.close()
+            for m in self.modules.values():
+                m.eval()
+            if healthy and self.checkpoint_path and main and self.step > 0:
+                self.save()
+        return self.history

@@ -1,0 +1,95 @@
+"""Project-level contracts: profiles, device, packaging consistency, CLI."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+import course_lib
+from course_lib import PROFILES, get_device, profile, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _names(requirements):
+    return {re.split(r"[<>=!\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_environment_yml_installs_the_pyproject_package_set():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env_lines = [ln.strip()[2:] for ln in (ROOT / "environment.yml").read_text().splitlines()
+                 if ln.strip().startswith("- ") and not ln.strip().startswith("- -e")]
+    pip_section = env_lines[env_lines.index("pip") + 1:]
+    assert _names(pip_section) == wanted
+    # The exact torch pins of the Makefile are the ones conda users get too.
+    pins = re.search(r"TORCH_PINS := (.*)", (ROOT / "Makefile").read_text()).group(1).split()
+    assert set(pins) <= set(pip_section)
+
+
+def test_ci_runs_make_test():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profiles_by_name_and_env(name, monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", name.upper())
+    prof = profile()
+    assert prof.name == name and prof.batch_size > 0 and prof.max_steps > 0
+    assert prof.device == "cpu" or torch.cuda.is_available()
+
+
+def test_profiles_grow_from_smoke_to_gpu():
+    s, c, g = PROFILES["smoke"], PROFILES["cpu"], PROFILES["gpu"]
+    assert s.train_examples < c.train_examples < g.train_examples
+    assert s.time_budget_s < c.time_budget_s < g.time_budget_s
+
+
+def test_default_profile_follows_cuda(monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    assert profile().name == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_unknown_profile_names_the_valid_ones(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "laptop")
+    with pytest.raises(ValueError, match=r"'laptop'.*\['cpu', 'gpu', 'smoke'\].*COURSE_PROFILE"):
+        profile()
+
+
+def test_seed_everything_makes_runs_repeat():
+    seed_everything(3)
+    a = torch.randn(5)
+    g = seed_everything(3)
+    torch.testing.assert_close(a, torch.randn(5))
+    torch.testing.assert_close(torch.rand(2, generator=g), torch.rand(2, generator=torch.Generator().manual_seed(3)))
+
+
+def test_get_device(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    assert get_device("meta") == torch.device("meta")
+
+
+def _cli(*args):
+    out = subprocess.run([sys.executable, "-m", "course_lib", *args], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_cli_info_reports_versions_profile_and_data():
+    info = json.loads(_cli("info"))
+    assert info["course_lib"] == course_lib.__version__ and info["torch"] == torch.__version__
+    assert info["profile"] in PROFILES
+    assert info["data_sources"]["synthworld"] == "built-in"
+
+
+def test_cli_rejects_unknown_model():
+    out = subprocess.run([sys.executable, "-m", "course_lib", "train", "nosuchmodel"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert out.returncode != 0 and "Choose one of" in out.stderr
