@@ -10,7 +10,7 @@ TORCH_PINS := torch==2.14.1 torchaudio==2.11.0
 PROFILE ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test test-unit test-notebooks bench info clean-venv
+.PHONY: setup lab test test-unit test-notebooks test-browser browser-deps slides bench info clean-venv
 
 setup: $(STAMP)
 
@@ -40,6 +40,19 @@ test-unit: setup
 
 test-notebooks: setup
 	COURSE_PROFILE=$(PROFILE) $(BIN)/python -m pytest -q notebooks --nbval-lax --nbval-current-env
+
+# Instructor slides: slides/decks/*.md -> slides/build/*.html (offline reveal.js; npm install on first run).
+slides: setup
+	$(BIN)/python slides/build.py
+
+# Debian's Chromium + ChromeDriver for the browser tests (root, or sudo where available).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# Headless Chromium: every slide of every deck, every sound, JupyterLab running notebook 00 (also part of `make test`).
+test-browser: setup
+	COURSE_PROFILE=$(PROFILE) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -rs
 
 clean-venv:
 	rm -rf $(VENV)

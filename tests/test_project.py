@@ -24,7 +24,7 @@ def test_environment_yml_installs_the_pyproject_package_set():
     wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
     env_lines = [ln.strip()[2:] for ln in (ROOT / "environment.yml").read_text().splitlines()
                  if ln.strip().startswith("- ") and not ln.strip().startswith("- -e")]
-    pip_section = env_lines[env_lines.index("pip") + 1:]
+    pip_section = env_lines[env_lines.index("pip:") + 1:]
     assert _names(pip_section) == wanted
     # The exact torch pins of the Makefile are the ones conda users get too.
     pins = re.search(r"TORCH_PINS := (.*)", (ROOT / "Makefile").read_text()).group(1).split()
