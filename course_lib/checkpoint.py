@@ -29,7 +29,7 @@ from torch import nn
 
 __all__ = [
     "CheckpointError", "save_pretrained", "load_pretrained", "read_card", "resolve",
-    "checkpoint_root", "git_commit", "sha256_file", "atomic_write_text",
+    "checkpoint_root", "git_commit", "sha256_file", "atomic_write",
 ]
 
 M = TypeVar("M", bound=nn.Module)
@@ -64,14 +64,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,11 +30,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from course_lib.checkpoint import atomic_write
 
 SLIDES_DIR = Path(__file__).resolve().parent
 DECKS_DIR = SLIDES_DIR / "decks"
@@ -168,7 +169,7 @@ class MediaStore:
         else:
             data, suffix = (gen.figure_png(result), ".png") if kind == "fig" else (gen.sound_wav(*result), ".wav")
             file_name = self._file_name(kind, name, args, suffix)
-            atomic_write_bytes(self.media / file_name, data)
+            atomic_write(self.media / file_name, data)
             value = f"media/{file_name}"
         self.timings[cache_key] = time.perf_counter() - t0
         self._cache[cache_key] = value
@@ -183,7 +184,7 @@ class MediaStore:
         digest = hashlib.sha1(src.read_bytes()).hexdigest()[:8]
         file_name = f"file-{src.stem}-{digest}{src.suffix.lower()}"
         if not (self.media / file_name).exists():
-            atomic_write_bytes(self.media / file_name, src.read_bytes())
+            atomic_write(self.media / file_name, src.read_bytes())
         return f"media/{file_name}"
 
 
@@ -344,18 +345,6 @@ def copy_reveal(out: Path) -> None:
 
 # ----------------------------------------------------------------------------- driver
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def deck_paths(names: list[str] | None = None, decks_dir: Path = DECKS_DIR) -> list[Path]:
     """The deck sources to build: all ``*.md`` in ``decks_dir``, or those named (stem or path)."""
     if not names:
@@ -401,7 +390,7 @@ def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Pa
     files = []
     for deck, page in pages:
         files.append(out / f"{deck.name}.html")
-        atomic_write_bytes(files[-1], page.encode("utf-8"))
+        atomic_write(files[-1], page.encode("utf-8"))
     write_index(out)
     return BuildResult(out, decks, files, time.perf_counter() - t0, store.timings)
 
@@ -414,7 +403,7 @@ def write_index(out: Path) -> None:
             continue
         m = re.search(r"<title>(.*?)</title>", page.read_text(encoding="utf-8"), re.S)
         items.append(f'<li><a href="{page.name}">{m.group(1) if m else page.stem}</a> ({page.stem})</li>')
-    atomic_write_bytes(out / "index.html", (
+    atomic_write(out / "index.html", (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Course slides</title>"
         "<link rel='icon' href='data:,'></head><body style='font-family:sans-serif'>"
         "<h1>Audio Generation with Foundation Models: slides</h1><ul>" + "".join(items) +

@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from course_lib import audio, metrics, plots  # noqa: E402
+from course_lib.data import FAMILIES, SynthWorld  # noqa: E402
 from course_lib.listen import wav_bytes  # noqa: E402
 from course_lib.quantize import bits_per_second  # noqa: E402
 
@@ -73,13 +74,8 @@ def _tr(lang: str, en: str, de: str) -> str:
 @lru_cache(maxsize=64)
 def _example(family: str, index: int) -> tuple[torch.Tensor, str]:
     """(audio (T,), caption) of SynthWorld test clip ``index`` of one family; peak 0.9."""
-    try:
-        from course_lib.data import SynthWorld
-    except ImportError:             # FALLBACK only for a tree without course_lib.data: see _fallback_clip
-        wav, caption = _fallback_clip(family, index), f"{family} (fallback synth)"
-    else:
-        ex = SynthWorld(split="test", families=[family], sample_rate=SR, seed=0)[index]
-        wav, caption = ex.audio.reshape(-1).float(), ex.caption
+    ex = SynthWorld(split="test", families=[family], sample_rate=SR, seed=0)[index]
+    wav, caption = ex.audio.reshape(-1).float(), ex.caption
     return 0.9 * wav / wav.abs().max().clamp_min(1e-8), caption
 
 
@@ -89,52 +85,12 @@ def clip(family: str = "music", index: int | str = 0) -> torch.Tensor:
 
 
 def _class(family: str, index: int) -> str:
-    try:
-        from course_lib.data import FAMILIES
-    except ImportError:
-        return family
     names = FAMILIES[family]
     return names[index % len(names)].replace("_", " ")
 
 
 def caption(family: str = "music", index: int | str = 0) -> str:
     return _example(family, int(index))[1]
-
-
-def _fallback_clip(family: str, index: int) -> torch.Tensor:
-    """FALLBACK (only while course_lib.data.SynthWorld is missing): a tiny deterministic synth."""
-    g = torch.Generator().manual_seed(1000 + index)
-    t = torch.arange(SR) / SR
-
-    def note(f0: float, dur: float, start: float = 0.0) -> torch.Tensor:
-        env = torch.where(t >= start, torch.exp(-(t - start).clamp_min(0) / (dur / 3)), torch.zeros(()))
-        return env * sum(torch.sin(2 * math.pi * f0 * k * t) / k for k in range(1, 6))
-
-    def hit(start: float, kind: str) -> torch.Tensor:
-        tt = (t - start).clamp_min(0)
-        on = (t >= start).float()
-        if kind == "kick":
-            return on * torch.exp(-tt / 0.08) * torch.sin(2 * math.pi * (50 + 100 * torch.exp(-tt / 0.03)) * tt)
-        return on * torch.exp(-tt / 0.05) * torch.randn(SR, generator=g) * 0.6
-
-    if family == "drums":
-        return sum(hit(s, "kick" if i % 2 == 0 else "snare") for i, s in enumerate((0.0, 0.25, 0.5, 0.75)))
-    if family == "notes":
-        return note(220.0 * 2 ** (index % 12 / 12), 0.8)
-    if family == "environment":
-        noise = torch.randn(SR, generator=g)
-        return F.avg_pool1d(noise[None, None], 9, 1, 4)[0, 0] * (0.6 + 0.4 * torch.sin(2 * math.pi * 0.5 * t))
-    if family == "speech":
-        f0 = 110 + 20 * index
-        pulses = (torch.sin(2 * math.pi * f0 * t) > 0.95).float()
-        formant = torch.sin(2 * math.pi * 700 * torch.arange(200) / SR) * torch.exp(-torch.arange(200) / 40.0)
-        voiced = F.conv1d(pulses[None, None], formant.flip(0)[None, None], padding=199)[0, 0, :SR]
-        return voiced * (torch.sin(math.pi * t * 3).abs())
-    if family == "music":
-        melody = [262, 294, 330, 392, 440, 392, 330, 294]
-        tones = sum(note(f, 0.2, i * 0.125) for i, f in enumerate(melody)) * 0.5
-        return tones + 0.5 * sum(hit(s, "kick" if i % 2 == 0 else "snare") for i, s in enumerate((0.0, 0.25, 0.5, 0.75)))
-    raise ValueError(f"Unknown family {family!r}; use drums, notes, environment, speech or music.")
 
 
 # ----------------------------------------------------------------------------- audio as data
