@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The exact stack this course is tested with (installs from local disk here).
-TORCH_PINS := torch==2.14.1 torchaudio==2.11.0
+TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 PROFILE ?= smoke
 PYTEST_ARGS ?=
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e ".[dev]" $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e ".[dev,laion]" $(TORCH_PINS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 

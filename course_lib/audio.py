@@ -161,6 +161,7 @@ def save(
     os.close(fd)
     try:
         sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
