@@ -82,7 +82,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", "cpu", train_examples=64, eval_examples=32, batch_size=16,
-                     max_steps=30, time_budget_s=20.0, model_scale="tiny",
+                     max_steps=30, time_budget_s=60.0, model_scale="tiny",
                      mixed_precision=False, num_workers=0),
     "cpu": Profile("cpu", "cpu", train_examples=1024, eval_examples=256, batch_size=32,
                    max_steps=600, time_budget_s=180.0, model_scale="small",
