@@ -411,3 +411,11 @@ def test_download_refuses_non_empty_unrelated_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         download_fsdd(root=tmp_path / "fsdd", url="http://127.0.0.1:9/x.zip")
     assert (tmp_path / "fsdd" / "notes.txt").read_text() == "mine"
+
+
+def test_no_subnormal_floats_slow_down_models():
+    import numpy as np
+    from course_lib.data import SynthWorld
+    audio = SynthWorld("train", size=68, seed=0).batch(range(68)).numpy()
+    tiny = np.finfo(np.float32).tiny
+    assert not ((audio != 0) & (np.abs(audio) < tiny)).any()
