@@ -1,0 +1,172 @@
+"""Tests of course_lib.codec: shapes, API arithmetic, causality, bad input, training, checkpoints."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from course_lib.audio import AudioError
+from course_lib.checkpoint import CheckpointError, save_pretrained
+from course_lib.codec import (PRESETS, Codec, CodecConfig, codec_loss, evaluate, fit, load_pretrained, mel_loss,
+                              random_batch)
+from course_lib.metrics import multiscale_mel_distance
+
+TINY = CodecConfig.preset("tiny")
+
+
+def _tones(n: int = 6, seconds: float = 1.0, sr: int = 16_000) -> list[torch.Tensor]:
+    t = torch.arange(int(seconds * sr)) / sr
+    return [(0.5 * torch.sin(2 * math.pi * (150 + 90 * i) * t) * torch.exp(-2 * t))[None] for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Codec:
+    torch.manual_seed(0)
+    return Codec(TINY).eval()
+
+
+@pytest.mark.parametrize("length", [320, 16_000, 16_001])
+def test_shapes(tiny: Codec, length: int) -> None:
+    wav = 0.1 * torch.randn(2, 1, length)
+    codes = tiny.encode(wav)
+    assert codes.shape == (2, TINY.num_quantizers, math.ceil(length / 320))
+    assert codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < TINY.codebook_size
+    assert tiny.decode(codes).shape == (2, 1, codes.shape[-1] * 320)
+    assert tiny.reconstruct(wav).shape == wav.shape
+    assert tiny(wav).audio.shape == wav.shape
+
+
+def test_rates_and_bitrate() -> None:
+    small = CodecConfig.preset("small")
+    assert small.hop_length == 320 and small.frame_rate == 50.0
+    assert small.bitrate() == 6000.0                       # 15 quantizers * 8 bits * 50 Hz
+    assert small.bitrate(2) == 800.0
+    codec = Codec(TINY)
+    assert codec.sample_rate == 16_000 and codec.frame_rate == 50.0
+    assert codec.bitrate() == 4 * 6 * 50 and codec.bitrate(1) == 300.0
+    with pytest.raises(ValueError, match="1..4"):
+        codec.bitrate(5)
+
+
+def test_decode_from_fewer_quantizers(tiny: Codec) -> None:
+    codes = tiny.encode(0.1 * torch.randn(1, 1, 3200))
+    for q in range(1, TINY.num_quantizers + 1):
+        assert tiny.decode(codes[:, :q]).shape == (1, 1, 3200)
+    torch.testing.assert_close(tiny.encode(0.1 * torch.randn(1, 1, 3200), num_quantizers=2).shape[1], 2)
+
+
+def test_causal_output_ignores_the_future() -> None:
+    torch.manual_seed(0)
+    causal = Codec(replace(TINY, causal=True)).eval()
+    noncausal = Codec(TINY).eval()
+    x = 0.1 * torch.randn(1, 1, 6400)
+    y = x.clone()
+    t0 = 3200                                              # a frame boundary (10 frames)
+    y[..., t0:] = 0.1 * torch.randn(1, 1, 6400 - t0)
+    torch.testing.assert_close(causal.reconstruct(x)[..., :t0], causal.reconstruct(y)[..., :t0])
+
+    def future_gradient(m: Codec) -> float:   # |d output[:t0] / d input[t0:]| through the conv path
+        wav = x.clone().requires_grad_(True)
+        m.decoder(m.encoder(wav))[..., :t0].sum().backward()
+        return float(wav.grad[..., t0:].abs().sum())
+    assert future_gradient(causal) == 0.0
+    assert future_gradient(noncausal) > 0.0   # the check can fail
+
+
+def test_gradients_reach_encoder() -> None:
+    torch.manual_seed(0)
+    codec = Codec(TINY).train()
+    losses = codec_loss(codec, 0.1 * torch.randn(2, 1, 3200), torch.Generator().manual_seed(0))
+    losses.total.backward()
+    first_conv = codec.encoder[0].conv.weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+    assert all(torch.isfinite(v) for v in losses)
+
+
+def test_mel_loss_matches_metric_on_shared_scales() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = 0.1 * torch.randn(2, 1, 8000, generator=g), 0.1 * torch.randn(2, 1, 8000, generator=g)
+    ours = mel_loss(a, b, scales=(512, 1024, 2048))
+    torch.testing.assert_close(ours, multiscale_mel_distance(a, b).mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input(tiny: Codec) -> None:
+    with pytest.raises(AudioError, match="NaN"):
+        tiny.encode(torch.full((1, 1, 1000), float("nan")))
+    with pytest.raises(ValueError, match="too short"):
+        tiny.encode(torch.randn(1, 1, 100))
+    with pytest.raises(AudioError, match="shape"):
+        tiny.encode(torch.randn(1000))
+    with pytest.raises(AudioError, match="channel"):
+        tiny.encode(torch.randn(1, 2, 1000))
+    with pytest.raises(ValueError, match="0..63"):
+        tiny.decode(torch.full((1, 4, 5), 64))
+    with pytest.raises(ValueError, match=r"\(B, Q, L\)"):
+        tiny.decode(torch.zeros(4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="activation"):
+        CodecConfig(activation="relu6")
+
+
+def test_other_sample_rate_is_resampled(tiny: Codec) -> None:
+    codes = tiny.encode(0.1 * torch.randn(1, 1, 8000), sample_rate=8000)   # 1 s at 8 kHz
+    assert codes.shape[-1] == 50
+
+
+def test_random_batch_is_deterministic() -> None:
+    clips = _tones(3)
+    a = random_batch(clips, 4, 3200, torch.Generator().manual_seed(1))
+    b = random_batch(clips, 4, 3200, torch.Generator().manual_seed(1))
+    assert a.shape == (4, 1, 3200)
+    torch.testing.assert_close(a, b)
+
+
+def test_short_training_lowers_reconstruction_loss(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Codec(TINY)
+    clips = _tones(6)
+    before = evaluate(model, clips).mel_distance
+    result = fit(model, clips, max_steps=40, batch_size=4, crop_s=0.2, lr=3e-3, progress=False,
+                 checkpoint_dir=str(tmp_path / "run"))
+    losses = result.history.values("total")
+    assert result.steps == 40
+    assert sum(losses[-2:]) / 2 < 0.8 * losses[0], losses
+    after = evaluate(model, clips)
+    assert after.mel_distance < before - 2.0, (before, after.mel_distance)
+    assert (tmp_path / "run" / "last.pt").is_file()
+    # Resuming with a larger budget continues from step 40.
+    assert fit(model, clips, max_steps=42, batch_size=4, crop_s=0.2, progress=False,
+               checkpoint_dir=str(tmp_path / "run")).steps == 42
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_steps(name: str) -> None:
+    torch.manual_seed(0)
+    model = Codec(CodecConfig.preset(name)).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    losses = codec_loss(model, 0.1 * torch.randn(1, 1, 2560), torch.Generator().manual_seed(0))
+    losses.total.backward()
+    opt.step()
+    assert math.isfinite(float(losses.total.detach()))
+
+
+def test_checkpoint_round_trip(tmp_path, tiny: Codec) -> None:
+    wav = 0.1 * torch.randn(1, 1, 3200)
+    save_pretrained(tiny, TINY, tmp_path / "codec", {"command": "test"})
+    loaded = load_pretrained(tmp_path / "codec")
+    torch.testing.assert_close(loaded.encode(wav), tiny.encode(wav))
+    # A checkpoint of another configuration does not load silently into this one.
+    (tmp_path / "codec" / "config.json").write_text((tmp_path / "codec" / "config.json").read_text()
+                                                     .replace('"num_quantizers": 4', '"num_quantizers": 5'))
+    with pytest.raises(CheckpointError):
+        load_pretrained(tmp_path / "codec")
+
+
+def test_profile_presets() -> None:
+    from course_lib import profile
+    assert CodecConfig.for_profile(profile("smoke")) == TINY
+    assert CodecConfig.for_profile(profile("cpu")).bitrate() <= 6000
+    with pytest.raises(ValueError, match="preset"):
+        CodecConfig.preset("huge")
