@@ -1,0 +1,182 @@
+"""Measuring a GAN of sounds with a small in-course classifier (WaveGAN's evaluation, paper section 5).
+
+The WaveGAN paper scores SC09 digits with an inception score computed by a digit classifier
+trained on the real data. We do the same at course scale:
+
+- :class:`AudioClassifier`: a small conv net on log-mels that learns the training classes
+  (eight SynthWorld drums, or ten FSDD digits); its penultimate layer is the embedding.
+- *inception-score analogue* ``exp(E_x KL(p(y|x) || p(y)))``: high when every clip is
+  classified confidently and all classes occur. Easy to fool: a clip that is confidently
+  "hihat" scores as well as a real hihat even if it is plain noise.
+- *Frechet distance* between Gaussians fitted to embeddings of generated and real clips (FAD
+  with our classifier as the embedding): sensitive to everything the embedding sees,
+  including variety inside a class, so it catches what the score misses.
+- *coverage*: the share of generated clips per class (mode collapse shows as empty classes).
+- *nearest-neighbour distance* to the training set in embedding space, against the same
+  distance for real test clips: a generator that memorised its data sits much closer.
+
+Reference rows (real test clips, decaying noise bursts) show what "good" and "fooled" look like.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib import checkpoint
+from course_lib.metrics import frechet_distance, inception_score
+from course_lib.spectral import log_mel_spectrogram
+
+__all__ = ["ClassifierConfig", "AudioClassifier", "train_classifier", "load_classifier", "ClassifierOutput",
+           "GanMetrics", "gan_metrics", "noise_bursts", "evaluate_wavegan"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    classes: tuple[str, ...] = ()
+    sample_rate: int = 16_000
+    n_fft: int = 512
+    hop_length: int = 128
+    n_mels: int = 64             # F
+    channels: int = 64           # C
+    embedding_dim: int = 64      # D of the embedding the Frechet distance uses
+
+
+class ClassifierOutput(NamedTuple):
+    embedding: Tensor   # (B, D)
+    logits: Tensor      # (B, K)
+
+
+class AudioClassifier(nn.Module):
+    """``wav (B, 1, T) -> (embedding (B, D), logits (B, K))``: log-mel, 3 convs, mean+max pooling."""
+
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        super().__init__()
+        if len(cfg.classes) < 2:
+            raise ValueError(f"The classifier needs at least 2 classes, got {cfg.classes!r}.")
+        self.cfg = cfg
+        C = cfg.channels
+        self.norm = nn.BatchNorm1d(cfg.n_mels)
+        self.convs = nn.Sequential(
+            nn.Conv1d(cfg.n_mels, C, 3, padding=1), nn.BatchNorm1d(C), nn.ReLU(),
+            nn.Conv1d(C, C, 3, padding=1, stride=2), nn.BatchNorm1d(C), nn.ReLU(),
+            nn.Conv1d(C, C, 3, padding=1, stride=2), nn.BatchNorm1d(C), nn.ReLU())
+        self.embed = nn.Linear(2 * C, cfg.embedding_dim)
+        self.head = nn.Linear(cfg.embedding_dim, len(cfg.classes))
+
+    def forward(self, wav: Tensor) -> ClassifierOutput:
+        c = self.cfg
+        x = log_mel_spectrogram(wav[:, 0], c.sample_rate, c.n_fft, c.hop_length, c.n_mels)  # (B, F, L)
+        h = self.convs(self.norm(x))                                                      # (B, C, L / 4)
+        e = F.relu(self.embed(torch.cat([h.mean(-1), h.amax(-1)], dim=1)))                # (B, D)
+        return ClassifierOutput(e, self.head(e))
+
+    @torch.no_grad()
+    def predict(self, wav: Tensor, batch_size: int = 256) -> ClassifierOutput:
+        """Eval-mode outputs for many clips ``(N, 1, T)``, in batches."""
+        was = self.training
+        self.eval()
+        outs = [self(w) for w in wav.split(batch_size)]
+        self.train(was)
+        return ClassifierOutput(torch.cat([o.embedding for o in outs]), torch.cat([o.logits for o in outs]))
+
+
+def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_rate: int = 16_000,
+                     steps: int = 400, batch_size: int = 64, generator: torch.Generator | None = None
+                     ) -> tuple[AudioClassifier, float]:
+    """Train the classifier (Adam 1e-3) with random gain and onset-shift augmentation.
+
+    Args:
+        clips: ``(N, 1, T)`` training audio; labels ``(N,)`` int64 into ``classes``.
+
+    Returns:
+        The classifier (eval mode) and its accuracy on ``clips``.
+    """
+    model = AudioClassifier(ClassifierConfig(tuple(classes), sample_rate))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(clips), (batch_size,), generator=generator)
+        x = clips[idx] * (0.4 + 0.8 * torch.rand(batch_size, 1, 1, generator=generator))  # level changes
+        shift = int(torch.randint(0, 400, (1,), generator=generator))                      # later onsets
+        x = F.pad(x, (shift, 0))[..., :clips.shape[-1]]
+        loss = F.cross_entropy(model(x).logits, labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    acc = float((model.predict(clips).logits.argmax(-1) == labels).float().mean())
+    return model, acc
+
+
+def load_classifier(name_or_path: str | Path) -> AudioClassifier:
+    return checkpoint.load_pretrained(name_or_path, AudioClassifier, ClassifierConfig)
+
+
+class GanMetrics(NamedTuple):
+    inception_score: float            # generated clips
+    inception_score_real: float       # real test clips (the ceiling the target is relative to)
+    inception_ratio: float            # generated / real
+    frechet: float                    # generated vs real test, classifier embedding
+    frechet_train_vs_test: float      # real vs real at the same N: the floor
+    classes_generated: int            # classes that get >= 1% of the generated clips (argmax)
+    class_fractions: dict             # {class: share of generated clips}
+    mean_confidence: float            # mean max p(y|x) of generated clips
+    nn_distance_generated: float      # median embedding distance, generated clip -> nearest training clip
+    nn_distance_test: float           # the same for real test clips (what "not memorised" looks like)
+    test_accuracy: float              # the classifier on real test clips
+
+
+def gan_metrics(clf: AudioClassifier, generated: Tensor, test: Tensor, test_labels: Tensor, train: Tensor,
+                ) -> GanMetrics:
+    """All metrics for ``generated (N, 1, T)`` against real ``test`` and ``train`` clips."""
+    g, t, tr = clf.predict(generated), clf.predict(test), clf.predict(train)
+    pg, pt = g.logits.softmax(-1), t.logits.softmax(-1)
+    counts = torch.bincount(pg.argmax(-1), minlength=len(clf.cfg.classes)).float() / len(pg)
+    n = min(len(tr.embedding), len(t.embedding))
+    is_g, is_t = inception_score(pg), inception_score(pt)
+    return GanMetrics(
+        inception_score=round(is_g, 4), inception_score_real=round(is_t, 4), inception_ratio=round(is_g / is_t, 4),
+        frechet=round(frechet_distance(g.embedding, t.embedding), 4),
+        frechet_train_vs_test=round(frechet_distance(tr.embedding[:n], t.embedding[:n]), 4),
+        classes_generated=int((counts >= 0.01).sum()),
+        class_fractions={c: round(float(f), 4) for c, f in zip(clf.cfg.classes, counts)},
+        mean_confidence=round(float(pg.amax(-1).mean()), 4),
+        nn_distance_generated=round(float(torch.cdist(g.embedding, tr.embedding).amin(1).median()), 4),
+        nn_distance_test=round(float(torch.cdist(t.embedding, tr.embedding).amin(1).median()), 4),
+        test_accuracy=round(float((pt.argmax(-1) == test_labels).float().mean()), 4),
+    )
+
+
+def noise_bursts(n: int, length: int, sample_rate: int = 16_000, generator: torch.Generator | None = None) -> Tensor:
+    """``(n, 1, T)`` white noise with random exponential decays: a "generator" that learned nothing."""
+    tau = 0.01 + 0.2 * torch.rand(n, 1, 1, generator=generator)                      # seconds
+    t = torch.arange(length) / sample_rate
+    level = 0.3 + 0.6 * torch.rand(n, 1, 1, generator=generator)
+    x = torch.randn(n, 1, length, generator=generator) * torch.exp(-t / tau)
+    return (x / x.abs().amax(-1, keepdim=True) * level).clamp(-1, 1)
+
+
+def evaluate_wavegan(model, clf: AudioClassifier, data: str = "synthworld-drums", n: int = 512, seed: int = 0,
+                     train_clips: Tensor | None = None) -> dict:
+    """The card's metrics: generated vs the real test split, plus a noise-burst reference row.
+
+    Deterministic for a given checkpoint, classifier, ``n`` and ``seed``.
+    """
+    from course_lib.wavegan import load_clips
+    c = model.cfg
+    test = load_clips(data, "test", n, c.slice_length, c.sample_rate, seed)
+    if train_clips is None:
+        train_clips = load_clips(data, "train", None, c.slice_length, c.sample_rate, seed).audio
+    generated = model.generate(n, torch.Generator().manual_seed(seed + 1)).cpu()
+    m = gan_metrics(clf, generated, test.audio, test.labels, train_clips)
+    noise = gan_metrics(clf, noise_bursts(n, c.slice_length, c.sample_rate, torch.Generator().manual_seed(seed + 2)),
+                        test.audio, test.labels, train_clips)
+    out = m._asdict()
+    out.update({"noise_inception_score": noise.inception_score, "noise_frechet": noise.frechet,
+                "eval_clips": n, "test_clips": len(test.audio)})
+    return out

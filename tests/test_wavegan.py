@@ -1,0 +1,229 @@
+"""WaveGAN: shapes, phase shuffle, the gradient penalty, a short training run, bad input."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import checkpoint, gan_eval
+from course_lib import wavegan as W
+from course_lib.train import TrainingDiverged
+
+TINY = W.PRESETS["tiny"]
+
+
+@pytest.mark.parametrize("num_layers, length", [(4, 4096), (5, 16384)])
+def test_shapes(num_layers, length):
+    cfg = replace(TINY, num_layers=num_layers)
+    model = W.WaveGAN(cfg)
+    assert cfg.slice_length == length
+    x = model.generate(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, length)
+    assert x.abs().max() <= 1.0                                     # tanh output
+    assert model.discriminator(x).shape == (3,)
+    assert model.sample_latent(5).abs().max() <= 1.0                # z ~ U[-1, 1]
+    # channels as in the paper: d, 2d, ... in the critic, mirrored in the generator
+    assert [c.out_channels for c in model.discriminator.convs] == [cfg.d * 2 ** i for i in range(num_layers)]
+    assert [u.in_channels for u in model.generator.ups] == [cfg.d * 2 ** i for i in reversed(range(num_layers))]
+
+
+def test_generate_is_deterministic_under_a_generator():
+    model = W.WaveGAN(TINY)
+    a = model.generate(2, torch.Generator().manual_seed(1))
+    b = model.generate(2, torch.Generator().manual_seed(1))
+    c = model.generate(2, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+def test_every_preset_builds_and_steps(preset):
+    cfg = replace(W.PRESETS[preset], batch_size=2, n_critic=1)     # the preset's model, a cheap step
+    model = W.WaveGAN(cfg)
+    opt = W.make_optimizers(model)
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    before = {k: p.clone() for k, p in model.named_parameters()}
+    losses = W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in losses)
+    # Both players moved. The critic's output bias cancels in E[D(fake)] - E[D(real)]: no gradient.
+    frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p)]
+    assert frozen == ["discriminator.dense.bias"]
+
+
+def _reference_phase_shuffle(x: np.ndarray, k: int) -> np.ndarray:
+    """The official TensorFlow code, in numpy: pad (k, 0) or (0, -k) with reflection, crop."""
+    pad_l, pad_r = max(k, 0), max(-k, 0)
+    padded = np.pad(x, [(0, 0), (0, 0), (pad_l, pad_r)], mode="reflect")
+    return padded[..., pad_r:pad_r + x.shape[-1]]
+
+
+def test_phase_shuffle_shift_range_and_reflection():
+    x = torch.arange(20.0).view(1, 1, 20).repeat(2, 3, 1)           # (B, C, T) ramp: the shift is readable
+    seen = set()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        y = W.phase_shuffle(x, 2, g)
+        assert y.shape == x.shape
+        k = int(x[0, 0, 10] - y[0, 0, 10])                          # y[t] = x[t - k]
+        seen.add(k)
+        np.testing.assert_array_equal(y.numpy(), _reference_phase_shuffle(x.numpy(), k))
+        assert torch.equal(y[1], y[0])                               # one shift for the whole batch
+    assert seen == {-2, -1, 0, 1, 2}
+    # reflection, not zeros or wrap-around: a right shift by 2 starts 2, 1, 0, 1, ...
+    np.testing.assert_array_equal(_reference_phase_shuffle(x.numpy(), 2)[0, 0, :4], [2, 1, 0, 1])
+
+
+def test_phase_shuffle_identity_at_zero_and_in_eval():
+    x = torch.randn(2, 4, 32)
+    assert torch.equal(W.phase_shuffle(x, 0), x)
+    layer = W.PhaseShuffle(2).eval()
+    assert torch.equal(layer(x), x)
+    layer.train()
+    outs = {tuple(layer(x, torch.Generator().manual_seed(s))[0, 0, :3].tolist()) for s in range(20)}
+    assert len(outs) > 1
+
+
+def test_critic_shuffles_only_between_convs():
+    cfg = replace(TINY, phase_shuffle=0)
+    torch.manual_seed(0)
+    plain = W.Discriminator(cfg)
+    shuffled = W.Discriminator(replace(cfg, phase_shuffle=2))
+    shuffled.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 1, cfg.slice_length)
+    torch.testing.assert_close(shuffled.eval()(x), plain(x))        # eval: no shuffle
+    outs = torch.stack([shuffled.train()(x, torch.Generator().manual_seed(s)) for s in range(10)])
+    assert outs.std(0).mean() > 0                                   # training: the critic sees shifted maps
+
+
+def test_gradient_penalty_linear_critic_closed_form():
+    w = torch.randn(1, 1, 64)
+    critic = lambda x: (w * x).sum(dim=(1, 2))                       # noqa: E731 - gradient is w everywhere
+    gp = W.gradient_penalty(critic, torch.randn(5, 1, 64), torch.randn(5, 1, 64))
+    torch.testing.assert_close(gp, (w.norm() - 1) ** 2)
+
+
+def test_gradient_penalty_matches_direct_autograd():
+    cfg = replace(TINY, phase_shuffle=0)
+    D = W.Discriminator(cfg)
+    real, fake = torch.randn(4, 1, cfg.slice_length) * 0.3, torch.randn(4, 1, cfg.slice_length) * 0.3
+    gp = W.gradient_penalty(D, real, fake, torch.Generator().manual_seed(3))
+    eps = torch.rand(4, 1, 1, generator=torch.Generator().manual_seed(3))
+    direct = []
+    for i in range(4):                                               # one example at a time, no batching tricks
+        x = (eps[i] * real[i] + (1 - eps[i]) * fake[i]).unsqueeze(0).requires_grad_(True)
+        D(x).backward()
+        direct.append((x.grad.norm() - 1) ** 2)
+    torch.testing.assert_close(gp, torch.stack(direct).mean(), rtol=1e-4, atol=1e-6)
+    gp.backward()                                                     # create_graph: the penalty trains D
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
+
+
+def _bursts(n: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Decaying 400-800 Hz tones: simple 'real' data for a quick run."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(length) / 16_000
+    f = 400 + 400 * torch.rand(n, 1, 1, generator=g)
+    return 0.8 * torch.sin(2 * torch.pi * f * t) * torch.exp(-t / 0.05)
+
+
+def test_short_training_improves_wasserstein_estimate():
+    torch.manual_seed(0)
+    # lr 1e-3 (paper: 1e-4) so that 8 generator steps (40 critic steps) show the trend in seconds.
+    model = W.WaveGAN(replace(TINY, batch_size=8, lr=1e-3))
+    trainer = W.fit(model, _bursts(64, TINY.slice_length), steps=8, generator=torch.Generator().manual_seed(0),
+                    progress=False, log_every=1)
+    w = trainer.history.values("wasserstein")
+    assert len(w) == 8 and trainer.step == 8
+    # A freshly initialised critic cannot tell real from fake (estimate ~0); training makes it a
+    # better (larger) lower bound on the Wasserstein distance.
+    assert abs(w[0]) < 0.02
+    assert w[-1] > 0.1 and w[-1] > 10 * abs(w[0]) and np.mean(w[-3:]) > np.mean(w[:3]), w
+
+
+def test_fit_resumes_from_checkpoint(tmp_path):
+    model = W.WaveGAN(replace(TINY, batch_size=4, n_critic=1))
+    clips = _bursts(8, TINY.slice_length)
+    W.fit(model, clips, steps=2, checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "last.pt").is_file()
+    again = W.fit(W.WaveGAN(model.cfg), clips, steps=3, checkpoint_dir=tmp_path, progress=False)
+    assert again.step == 3
+
+
+def test_post_filter_identity_kernel():
+    cfg = replace(TINY, post_filter_length=9)
+    model = W.WaveGAN(cfg)
+    with torch.no_grad():
+        model.generator.post_filter.weight.zero_()
+        model.generator.post_filter.weight[..., 4] = 1.0           # centre tap: identity with 'same' padding
+    plain = W.WaveGAN(replace(cfg, post_filter_length=0))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "post_filter" not in k})
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model(z), plain(z))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = W.WaveGAN(TINY).eval()
+    checkpoint.save_pretrained(model, model.cfg, tmp_path / "wg", card={"metrics": {}})
+    loaded = W.load_pretrained(tmp_path / "wg")
+    torch.testing.assert_close(loaded.generate(2, torch.Generator().manual_seed(0)),
+                               model.generate(2, torch.Generator().manual_seed(0)))
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("n", [0, -3, 2.5])
+def test_generate_rejects_bad_n(n):
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        W.WaveGAN(TINY).generate(n)
+
+
+def test_bad_shapes_and_config():
+    model = W.WaveGAN(TINY)
+    with pytest.raises(ValueError, match="slice_length"):
+        model.discriminator(torch.zeros(2, 1, 1000))
+    with pytest.raises(ValueError, match="sample_latent"):
+        model(torch.zeros(2, 7))
+    with pytest.raises(ValueError, match="num_layers must be 4"):
+        W.WaveGANConfig(num_layers=3)
+    with pytest.raises(ValueError, match=r"\(N, 1, 4096\)"):
+        W.fit(model, torch.zeros(4, 1, 100), steps=1, progress=False)
+    with pytest.raises(ValueError, match="silent"):
+        W.fit(model, torch.zeros(4, 1, 4096), steps=1, progress=False)
+    with pytest.raises(ValueError, match="Unknown data"):
+        W.load_clips("mp3s")
+
+
+def test_wrong_checkpoints_are_refused(tmp_path):
+    clf = gan_eval.AudioClassifier(gan_eval.ClassifierConfig(("a", "b")))
+    checkpoint.save_pretrained(clf, clf.cfg, tmp_path / "clf")
+    with pytest.raises(checkpoint.CheckpointError, match="not a WaveGAN"):
+        W.load_pretrained(tmp_path / "clf")
+    model = W.WaveGAN(TINY)
+    checkpoint.save_pretrained(model, model.cfg, tmp_path / "wg")
+    meta = json.loads((tmp_path / "wg" / "config.json").read_text())
+    meta["config"]["d"] = 8                                          # weights of another size
+    (tmp_path / "wg" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit"):
+        W.load_pretrained(tmp_path / "wg")
+
+
+def test_divergence_is_caught():
+    model = W.WaveGAN(replace(TINY, batch_size=4, n_critic=1))
+    with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
+        W.fit(model, _bursts(8, TINY.slice_length) * 1e9, steps=3, progress=False)   # exploding critic
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_gan_metrics_references():
+    clips = W.load_clips("synthworld-drums", "train", 96)
+    test = W.load_clips("synthworld-drums", "test", 48)
+    clf, acc = gan_eval.train_classifier(clips.audio, clips.labels, clips.classes, steps=40, batch_size=16,
+                                         generator=torch.Generator().manual_seed(0))
+    assert acc > 0.6
+    real = gan_eval.gan_metrics(clf, test.audio, test.audio, test.labels, clips.audio)
+    assert real.inception_ratio == pytest.approx(1.0) and real.frechet < 1e-3   # identical sets
+    assert real.classes_generated == 8
+    noise = gan_eval.gan_metrics(clf, gan_eval.noise_bursts(48, 4096), test.audio, test.labels, clips.audio)
+    assert noise.frechet > 10 * real.frechet_train_vs_test
