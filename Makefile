@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
+# As root (containers, this CI machine) Jupyter needs --allow-root; LAB_ARGS passes more (e.g. --port=8890).
+LAB_ARGS ?=
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --notebook-dir=notebooks $(LAB_ARGS)
 
 info: setup
 	$(BIN)/course-lib info
