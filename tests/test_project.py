@@ -94,3 +94,9 @@ def test_cli_rejects_unknown_model():
     out = subprocess.run([sys.executable, "-m", "course_lib", "train", "nosuchmodel"], capture_output=True,
                          text=True, cwd=ROOT, timeout=120)
     assert out.returncode != 0 and "Choose one of" in out.stderr
+
+
+def test_bench_core_reports_positive_speeds():
+    from course_lib.cli import bench_core
+    figures = bench_core()
+    assert figures["synthworld_clips_per_s_1thread"] > 0 and figures["mel_spectrogram_ms_per_1s_clip"] > 0
