@@ -29,7 +29,7 @@ from torch import nn
 
 __all__ = [
     "CheckpointError", "save_pretrained", "load_pretrained", "read_card", "resolve",
-    "checkpoint_root", "git_commit", "sha256_file", "atomic_write",
+    "checkpoint_root", "git_commit", "sha256_file", "atomic_write", "round_trip_",
 ]
 
 M = TypeVar("M", bound=nn.Module)
@@ -79,7 +79,8 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         raise
 
 
-def save_pretrained(model: nn.Module, config: Any, directory: str | Path, card: dict | None = None) -> Path:
+def save_pretrained(model: nn.Module, config: Any, directory: str | Path, card: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
     """Save ``model`` and its frozen dataclass ``config`` as a checkpoint folder, atomically.
 
     The folder is written under a temporary name and renamed at the end, so an
@@ -91,6 +92,9 @@ def save_pretrained(model: nn.Module, config: Any, directory: str | Path, card: 
         config: a dataclass instance that rebuilds the model (``type(model)(config)``).
         directory: target folder.
         card: provenance and metrics (command, commit, data, seed, steps, wall_time_s, metrics).
+        dtype: store floating-point tensors in this dtype (``torch.float16`` halves the file);
+            :func:`load_pretrained` casts them back to the model's dtype. Compute a card's
+            metrics after :func:`round_trip_` so that they describe the stored weights.
 
     Returns:
         The checkpoint folder.
@@ -103,6 +107,8 @@ def save_pretrained(model: nn.Module, config: Any, directory: str | Path, card: 
     try:
         tmp.chmod(0o755)   # mkdtemp makes 0700; a checkpoint is for everyone to read
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / "model.safetensors"))
         arch = type(model).__name__
         (tmp / "config.json").write_text(json.dumps(
@@ -176,6 +182,19 @@ def _config_from_dict(config_cls: type, values: dict, source: Path) -> Any:
             value = tuple(value)
         kwargs[name] = value
     return config_cls(**kwargs)
+
+
+@torch.no_grad()
+def round_trip_(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Round every floating-point parameter and buffer of ``model`` through ``dtype``, in place.
+
+    After this, ``save_pretrained(model, ..., dtype=dtype)`` stores the weights exactly, so
+    metrics computed now are the metrics of the checkpoint as loaded.
+    """
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            t.copy_(t.to(dtype))
+    return model
 
 
 def load_pretrained(name_or_path: str | Path, model_cls: type[M], config_cls: type) -> M:

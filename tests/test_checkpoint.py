@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.checkpoint import CheckpointError, load_pretrained, read_card, save_pretrained
+from course_lib.checkpoint import CheckpointError, load_pretrained, read_card, round_trip_, save_pretrained
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,20 @@ def test_round_trip_restores_weights_config_and_card(saved):
     card = read_card(path)
     assert card["metrics"] == {"loss": 0.5} and card["architecture"] == "Tiny" and len(card["sha256"]) == 64
     assert not loaded.training
+
+
+def test_half_precision_storage_loads_exactly_the_round_tripped_weights(tmp_path):
+    torch.manual_seed(0)
+    model = Tiny(TinyConfig(width=256))
+    full = save_pretrained(model, model.config, tmp_path / "full")
+    round_trip_(model, torch.float16)
+    half = save_pretrained(model, model.config, tmp_path / "half", dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < 0.75 * (full / "model.safetensors").stat().st_size
+    loaded = load_pretrained(half, Tiny, TinyConfig)
+    assert loaded.config.width == 256
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_overwrite_is_atomic_and_leaves_no_temp_folders(saved, tmp_path):
