@@ -7,7 +7,7 @@ quantizer (:mod:`course_lib.quantize`) turns each frame into ``Q`` integers of
 ``log2(K)`` bits, and a mirrored decoder turns codes back into audio. Quantizer dropout
 lets one model serve ``1..Q`` quantizers, i.e. ``0.4 .. 6`` kbps at the default size.
 
-Losses (no adversarial term by default; see the note on :func:`codec_loss`): waveform L1,
+Losses (adversarial terms only on request; see :func:`codec_loss`): waveform L1,
 multi-resolution STFT (Yamamoto et al. 2020) and a multi-scale log-mel L1 that mirrors
 :func:`course_lib.metrics.multiscale_mel_distance`, plus the VQ commitment loss
 (van den Oord et al. 2017, eq. 3).
@@ -18,13 +18,14 @@ Example:
     >>> codec.decode(codes).shape
     torch.Size([1, 1, 16000])
 
-``course-lib train codec``, ``course-lib eval codec`` and ``course-lib bench codec`` call
-:func:`train_cli`, :func:`eval_cli` and :func:`bench` at the end of this file.
+Training, evaluation, the optional multi-scale STFT discriminator and the command line
+(``course-lib train|eval|bench codec``) live in :mod:`course_lib.codec_train`, re-exported here.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -37,7 +38,7 @@ from course_lib.quantize import ResidualVectorQuantizer, bits_per_second
 from course_lib.spectral import MultiResolutionSTFTLoss, mel_spectrogram
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "load_pretrained",
-           "PRESETS", "train_cli", "eval_cli", "bench",
+           "PRESETS", "train_cli", "eval_cli", "bench", "MultiScaleSTFTDiscriminator", "CodecMetrics",
            "fit", "evaluate", "evaluation_report", "load_clips", "random_batch", "speed_perturb"]
 
 
@@ -67,6 +68,8 @@ class CodecConfig:
     waveform_weight: float = 0.1           # EnCodec's lambda_t; larger pulls unpredictable noise towards silence
     stft_weight: float = 1.0
     mel_weight: float = 1.0                # the mel loss in dB is the metric the course reports
+    adversarial_weight: float = 3.0        # only with a discriminator (fit(adversarial=True)); EnCodec's 3
+    feature_weight: float = 3.0            # feature matching, likewise
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2 or self.num_quantizers < 1 or min(self.strides) < 1:
@@ -281,6 +284,8 @@ class CodecLosses(NamedTuple):
     stft: Tensor        # multi-resolution STFT loss
     mel: Tensor         # multi-scale log-mel L1 in dB
     commit: Tensor      # VQ commitment loss
+    adversarial: Tensor  # generator's hinge loss against the discriminator (0 without one)
+    feature: Tensor     # feature matching L1 (0 without a discriminator)
 
 
 _MEL_SCALES = (256, 512, 1024, 2048)
@@ -306,245 +311,31 @@ def mel_loss(est: Tensor, ref: Tensor, sample_rate: int = 16_000, scales: tuple[
 _STFT_LOSS = MultiResolutionSTFTLoss()
 
 
-def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = None) -> CodecLosses:
-    """Reconstruction + commitment loss of ``model`` on a batch (B, 1, T).
+def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = None,
+               adversary: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> CodecLosses:
+    """Reconstruction + commitment (+ adversarial) loss of ``model`` on a batch (B, 1, T).
 
-    SoundStream adds adversarial and feature-matching losses; without them a small codec
-    still learns intelligible, slightly muffled audio, and trains several times faster on a
-    CPU. The mel term is the main driver of perceived quality.
+    Args:
+        adversary: ``(fake, real) -> (adversarial, feature_matching)`` generator losses, e.g.
+            :meth:`course_lib.codec_train.MultiScaleSTFTDiscriminator.generator_losses`.
+            SoundStream trains with one; without it a small codec still learns intelligible,
+            slightly muffled audio and trains several times faster on a CPU. The mel term is
+            the main driver of perceived quality either way.
     """
     cfg = model.config
     out = model(wav, generator=generator)
     l_wave = (out.audio - wav).abs().mean()
     l_stft = _STFT_LOSS(out.audio, wav)
     l_mel = mel_loss(out.audio, wav, cfg.sample_rate)
+    l_adv, l_feat = adversary(out.audio, wav) if adversary is not None else (wav.new_zeros(()), wav.new_zeros(()))
     total = (cfg.waveform_weight * l_wave + cfg.stft_weight * l_stft + cfg.mel_weight * l_mel
-             + cfg.commitment_weight * out.commit_loss + out.codebook_loss)
-    return CodecLosses(total, l_wave, l_stft, l_mel, out.commit_loss)
+             + cfg.commitment_weight * out.commit_loss + out.codebook_loss
+             + cfg.adversarial_weight * l_adv + cfg.feature_weight * l_feat)
+    return CodecLosses(total, l_wave, l_stft, l_mel, out.commit_loss, l_adv, l_feat)
 
 
-# ----------------------------------------------------------------------------- data, training, evaluation
-def load_clips(data: str, split: str, sample_rate: int = 16_000, size: int | None = None,
-               seed: int = 0) -> list[Tensor]:
-    """Clips (1, T) of ``"synthworld"`` (all families) or ``"fsdd"`` (test = indices 0-4 of each speaker)."""
-    from course_lib import data as course_data
-    if data == "synthworld":
-        ds = course_data.SynthWorld(split, sample_rate=sample_rate, size=size or (2000 if split == "train" else 200),
-                                    seed=seed)
-        audio = torch.cat([ds.batch(range(i, min(len(ds), i + 64))) for i in range(0, len(ds), 64)])
-        return list(audio.float())                                  # B clips of (1, T)
-    if data != "fsdd":
-        raise ValueError(f"Unknown codec data {data!r}; use 'synthworld' or 'fsdd'.")
-    ds = course_data.fsdd(split, sample_rate=sample_rate)
-    n = len(ds) if size is None else min(size, len(ds))
-    return [ds[i].audio.float() for i in range(n)]
-
-
-def speed_perturb(clips: list[Tensor], sample_rate: int, factors: tuple[float, ...] = (0.9, 1.1)) -> list[Tensor]:
-    """Clips plus copies played ``factor`` times faster (pitch moves too): more speakers for free."""
-    out = list(clips)
-    for f in factors:
-        new_sr = int(round(sample_rate / f / 100) * 100)           # resampling to sr/f and playing at sr
-        out += [resample(c, sample_rate, new_sr) for c in clips]
-    return out
-
-
-def random_batch(clips: list[Tensor], batch_size: int, length: int,
-                 generator: torch.Generator | None = None) -> Tensor:
-    """(B, 1, length) random crops (zero-padded when a clip is shorter), clip peak set to a random 0.3 .. 1."""
-    idx = torch.randint(0, len(clips), (batch_size,), generator=generator).tolist()
-    out = torch.zeros(batch_size, 1, length)
-    for b, i in enumerate(idx):
-        c = clips[i][..., :]
-        start = int(torch.randint(0, max(1, c.shape[-1] - length + 1), (1,), generator=generator))
-        piece = c[..., start:start + length]
-        out[b, :, : piece.shape[-1]] = piece / c.abs().max().clamp(min=1e-4)   # the clip's peak, not the crop's
-    gain = 0.3 + 0.7 * torch.rand(batch_size, 1, 1, generator=generator)
-    return out * gain
-
-
-class TrainResult(NamedTuple):
-    model: Codec
-    history: object        # course_lib.train.History
-    steps: int
-    wall_time_s: float
-
-
-def fit(model: Codec, clips: list[Tensor], max_steps: int, batch_size: int = 16, crop_s: float = 0.5,
-        lr: float = 1e-3, time_budget_s: float | None = None, checkpoint_dir: str | None = None,
-        seed: int = 0, progress: bool = True, log_every: int = 10) -> TrainResult:
-    """Train ``model`` on random crops of ``clips`` (resumable via ``checkpoint_dir``/last.pt)."""
-    from course_lib.train import TrainConfig, Trainer
-    # Decaying synthetic sounds contain subnormal floats (|x| < 1e-38); CPU convolutions on them run
-    # 10-100x slower. Flushing them to zero is a process-wide CPU flag, set here for the training run.
-    torch.set_flush_denormal(True)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
-    trainer = Trainer({"codec": model}, {"opt": opt}, TrainConfig(
-        max_steps=max_steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir,
-        checkpoint_every_s=120.0, log_every=log_every, progress=progress), schedulers={"lr": sched})
-    gen.manual_seed(seed + trainer.step)   # a resumed run draws fresh batches
-    length = int(crop_s * model.sample_rate) // model.hop_length * model.hop_length
-
-    def step_fn(step: int) -> CodecLosses:
-        wav = random_batch(clips, batch_size, length, gen)
-        losses = codec_loss(model, wav, gen)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        return CodecLosses(*(x.detach() for x in losses))
-
-    def log(step: int, tr: Trainer) -> None:                       # a plain log line when there is no bar
-        rec = tr.history.records[-1]
-        print(f"step {step} t={rec['time_s']:.0f}s total={rec['total']:.3f} mel={rec['mel']:.2f} dB "
-              f"stft={rec['stft']:.3f}", flush=True)
-
-    history = trainer.fit(step_fn, callback=None if progress else log, callback_every=50)
-    return TrainResult(model.eval(), history, trainer.step, trainer.elapsed_s)
-
-
-class CodecMetrics(NamedTuple):
-    num_quantizers: int
-    bitrate: float           # bits per second
-    mel_distance: float      # dB, multi-scale mel distance (lower is better)
-    si_sdr: float            # dB (higher is better)
-    usage: list[float]       # per quantizer, fraction of codes used on the clips
-    perplexity: list[float]  # per quantizer
-    dead: list[int]          # per quantizer, codes never used
-
-
-@torch.no_grad()
-def evaluate(model: Codec, clips: list[Tensor], num_quantizers: int | None = None) -> CodecMetrics:
-    """Metrics of ``decode(encode(clip))`` averaged over clips (1, T); codebook stats over all frames."""
-    from course_lib.metrics import multiscale_mel_distance, si_sdr
-    from course_lib.quantize import codebook_stats
-    model.eval()
-    q = num_quantizers or model.num_quantizers
-    mels, sdrs, codes = [], [], []
-    for clip in clips:
-        x = clip[None]                                              # (1, 1, T)
-        c = model.encode(x, q)
-        y = model.decode(c)[..., : x.shape[-1]]
-        mels.append(float(multiscale_mel_distance(y, x, model.sample_rate)[0]))
-        sdrs.append(float(si_sdr(y, x).mean()))
-        codes.append(c)
-    stats = codebook_stats(torch.cat(codes, -1), model.config.codebook_size)
-    return CodecMetrics(q, model.bitrate(q), sum(mels) / len(mels), sum(sdrs) / len(sdrs),
-                        [round(float(u), 4) for u in stats.usage], [round(float(p), 1) for p in stats.perplexity],
-                        [int(d) for d in stats.dead])
-
-
-def evaluation_report(model: Codec, clips: list[Tensor], opus_kbps: tuple[float, ...] = (6.0, 8.0)) -> dict:
-    """The table of a card: codec at 1, Q/4, Q/2 and Q quantizers, and Opus at ``opus_kbps``."""
-    from course_lib import baselines
-    from course_lib.metrics import multiscale_mel_distance
-    q_all = model.num_quantizers
-    report: dict = {"codec": {}, "opus": {}}
-    for q in sorted({1, max(1, q_all // 4), max(1, q_all // 2), q_all}):
-        report["codec"][f"q{q}"] = evaluate(model, clips, q)._asdict()
-    for kbps in opus_kbps:
-        dists, rates = [], []
-        for clip in clips:
-            res = baselines.opus(clip, model.sample_rate, bitrate=kbps * 1000)
-            dists.append(float(multiscale_mel_distance(res.audio[None], clip[None], model.sample_rate)[0]))
-            rates.append(res.bitrate)
-        report["opus"][f"{kbps:g}kbps"] = {"bitrate": sum(rates) / len(rates), "mel_distance": sum(dists) / len(dists)}
-    return report
-
-
-def _parser(prog: str):
-    import argparse
-    p = argparse.ArgumentParser(prog=prog)
-    p.add_argument("--data", choices=("synthworld", "fsdd"), default="synthworld")
-    p.add_argument("--eval-size", type=int, default=None, help="test clips (default: 200 SynthWorld / all FSDD test)")
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def train_cli(argv: list[str]) -> int:
-    """``course-lib train codec --data fsdd --out assets/checkpoints/codec-speech --steps 2000``."""
-    import json
-    import sys
-    import time
-    from course_lib import profile
-    from course_lib.checkpoint import git_commit, save_pretrained
-    p = _parser("course-lib train codec")
-    p.add_argument("--profile", default=None, help="smoke | cpu | gpu (sets the preset when --preset is absent)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS))
-    p.add_argument("--out", default=None, help="checkpoint folder (default assets/checkpoints/codec-<data>)")
-    p.add_argument("--work-dir", default=None, help="resumable last.pt lives here (default runs/codec-<data>)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--time-budget-s", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop-s", type=float, default=0.5)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-size", type=int, default=None, help="training clips (default all / 2000 SynthWorld)")
-    p.add_argument("--speed-perturb", type=float, nargs="*", default=[0.9, 1.1])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prof = profile(args.profile)
-    cfg = CodecConfig.preset(args.preset or prof.model_scale)
-    name = {"synthworld": "codec-synthworld", "fsdd": "codec-speech"}[args.data]
-    out = args.out or str(checkpoint.checkpoint_root() / name)
-    work = args.work_dir or f"runs/{name}"
-    torch.manual_seed(args.seed)                                   # model initialisation
-    model = Codec(cfg)
-    clips = load_clips(args.data, "train", cfg.sample_rate, args.train_size, args.seed)
-    clips = speed_perturb(clips, cfg.sample_rate, tuple(args.speed_perturb))
-    result = fit(model, clips, args.steps, args.batch_size, args.crop_s, args.lr, args.time_budget_s, work,
-                 args.seed, progress=not args.no_progress)
-    test = load_clips(args.data, "test", cfg.sample_rate, args.eval_size, args.seed)
-    t0 = time.perf_counter()
-    checkpoint.round_trip_(result.model, torch.float16)            # the card describes the fp16 file we ship
-    metrics = evaluation_report(result.model, test)
-    data_note = {"synthworld": "SynthWorld (all families, procedural, course_lib.data), train split; test split",
-                 "fsdd": "Free Spoken Digit Dataset (Jackobovski et al., CC BY-SA 4.0, doi:10.5281/zenodo.1342401), "
-                         "training indices 5-49 of the available speakers; test indices 0-4"}[args.data]
-    card = {"command": "course-lib train codec " + " ".join(argv), "commit": git_commit(), "data": data_note,
-            "license_of_data": "CC BY-SA 4.0" if args.data == "fsdd" else "generated by course_lib",
-            "seed": args.seed, "stored_dtype": "float16", "steps": result.steps, "wall_time_s": round(result.wall_time_s, 1),
-            "eval": {"data": args.data, "split": "test", "clips": len(test), "eval_size": args.eval_size,
-                     "eval_seconds": round(time.perf_counter() - t0, 1)},
-            "final_losses": {k: v for k, v in result.history.records[-1].items()}, "metrics": metrics}
-    save_pretrained(result.model, cfg, out, card, dtype=torch.float16)
-    print(json.dumps(metrics, indent=2), file=sys.stderr)
-    print(f"saved {out}", file=sys.stderr)
-    return 0
-
-
-def eval_cli(argv: list[str]) -> dict:
-    """``course-lib eval codec --checkpoint codec-speech`` (data and test size default to the card's)."""
-    p = _parser("course-lib eval codec")
-    p.add_argument("--checkpoint", required=True, help="shipped name (codec-speech) or folder")
-    p.set_defaults(data=None)
-    args = p.parse_args(argv)
-    card = checkpoint.read_card(args.checkpoint)
-    ev = card.get("eval", {})
-    data = args.data or ev.get("data", "synthworld")
-    size = args.eval_size if args.eval_size is not None else ev.get("eval_size")
-    model = load_pretrained(args.checkpoint)
-    test = load_clips(data, "test", model.sample_rate, size, card.get("seed", args.seed))
-    return {"checkpoint": str(args.checkpoint), "data": data, "clips": len(test),
-            "metrics": evaluation_report(model, test), "card_metrics": card.get("metrics")}
-
-
-def bench(seconds: float = 10.0) -> dict:
-    """Encode+decode real-time factor (CPU, current threads) of the ``small`` preset, and RVQ speed."""
-    import time
-    model = Codec(CodecConfig.preset("small")).eval()
-    wav = 0.1 * torch.randn(1, 1, int(seconds * model.sample_rate), generator=torch.Generator().manual_seed(0))
-    model.decode(model.encode(wav))                                 # warm-up
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        model.decode(model.encode(wav))
-        best = min(best, time.perf_counter() - t0)
-    return {"preset": "small", "threads": torch.get_num_threads(), "audio_s": seconds,
-            "encode_decode_rtf": round(best / seconds, 4), "bitrate_bps": model.bitrate(),
-            "parameters": sum(p.numel() for p in model.parameters())}
+# Data, training (with the optional adversarial loss), evaluation and the CLI live in
+# codec_train.py, so that each file reads in one sitting.
+from course_lib.codec_train import (  # noqa: E402
+    CodecMetrics, MultiScaleSTFTDiscriminator, TrainResult, bench, eval_cli, evaluate,
+    evaluation_report, fit, load_clips, random_batch, speed_perturb, train_cli)
