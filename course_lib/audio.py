@@ -263,7 +263,7 @@ def check_audio(
                 else "convert with wav.float() (and scale integers into [-1, 1], e.g. int16 / 32768)")
         raise AudioError(f"{name} must be a float tensor with samples in [-1, 1], got dtype {wav.dtype}; {hint}.")
     if ndim is not None and wav.ndim != ndim:
-        hint = (f"add the missing dimensions, e.g. wav.reshape(1, 1, -1) or wav.unsqueeze(0)" if wav.ndim < ndim
+        hint = ("add the missing dimensions, e.g. wav.reshape(1, 1, -1) or wav.unsqueeze(0)" if wav.ndim < ndim
                 else "remove dimensions, e.g. wav.squeeze(0), or process one item at a time")
         raise AudioError(f"{name} must have shape {_expected_shape(ndim, channels)}, got shape "
                          f"{tuple(wav.shape)} ({wav.ndim} dims); {hint}.")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import checkpoint, spectral
-from course_lib.audio import AudioError, check_audio
+from course_lib.audio import check_audio
 
 __all__ = [
     "ClapConfig", "PRESETS", "preset", "Clap", "tokenize", "contrastive_loss", "ContrastiveLoss",

@@ -38,7 +38,7 @@ from course_lib.quantize import ResidualVectorQuantizer, bits_per_second
 from course_lib.spectral import MultiResolutionSTFTLoss, mel_spectrogram
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "load_pretrained",
-           "PRESETS", "train_cli", "eval_cli", "bench", "MultiScaleSTFTDiscriminator", "CodecMetrics",
+           "PRESETS", "train_cli", "eval_cli", "bench", "MultiScaleSTFTDiscriminator", "CodecMetrics", "TrainResult",
            "fit", "evaluate", "evaluation_report", "load_clips", "random_batch", "speed_perturb"]
 
 

@@ -15,7 +15,7 @@ or ``@number("name")``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import lru_cache
 
 import matplotlib

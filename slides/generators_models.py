@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from course_lib import audio, metrics, plots
+from course_lib import metrics, plots
 from course_lib.data import SynthWorld
-from generators import SR, _fig, caption, clip, figure, number, sound
+from generators import SR, _fig, clip, figure, number, sound
 
 
 # ----------------------------------------------------------------------------- shipped checkpoints (decks 02, 03, 06)
