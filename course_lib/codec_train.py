@@ -345,6 +345,7 @@ def eval_cli(argv: list[str]) -> dict:
     p.add_argument("--checkpoint", required=True, help="shipped name (codec-speech) or folder")
     p.set_defaults(data=None)
     args = p.parse_args(argv)
+    torch.set_flush_denormal(True)   # as in training (fit): subnormal activations slow CPU convolutions 10-100x
     card = checkpoint.read_card(args.checkpoint)
     ev = card.get("eval", {})
     data = args.data or ev.get("data", "synthworld")

@@ -100,3 +100,22 @@ def test_bench_core_reports_positive_speeds():
     from course_lib.cli import bench_core
     figures = bench_core()
     assert figures["synthworld_clips_per_s_1thread"] > 0 and figures["mel_spectrogram_ms_per_1s_clip"] > 0
+
+
+def test_every_module_reads_in_one_sitting():
+    """STYLE: no file a newcomer cannot read in one sitting (split a module before it passes 600 lines)."""
+    long = {p.name: n for p in (ROOT / "course_lib").glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, f"split these modules (lines): {long}"
+
+
+def test_shipped_checkpoints_are_small_and_complete():
+    """DESIGN: shipped checkpoints are small (a few MB) and carry config, weights and card."""
+    folders = [p for p in (ROOT / "assets" / "checkpoints").iterdir() if p.is_dir()]
+    assert folders
+    for folder in folders:
+        assert {"config.json", "model.safetensors", "card.json"} <= {f.name for f in folder.iterdir()}, folder
+        size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2 ** 20
+        assert size_mb < 8, f"{folder.name} is {size_mb:.1f} MB; store it in float16 or shrink the model"
+        card = json.loads((folder / "card.json").read_text())
+        assert card.get("command", "").startswith("course-lib train"), (folder.name, card.get("command"))
