@@ -405,14 +405,13 @@ def retrieval_metrics(query_emb: Tensor, item_emb: Tensor, relevant: Tensor | No
 
 
 # Training, evaluation and the CLI live in clap_train.py (kept separate to stay readable).
-from course_lib.clap_train import (  # noqa: E402
-    ClapData,
-    prepare,
-    class_prompts,
-    fit,
-    embed_all,
-    evaluate,
-    train_cli,
-    eval_cli,
-    bench,
-)
+_FROM_CLAP_TRAIN = frozenset({'ClapData', 'prepare', 'class_prompts', 'fit', 'embed_all', 'evaluate',
+    'train_cli', 'eval_cli', 'bench'})
+
+
+def __getattr__(name: str):
+    """Re-export clap_train's API lazily, so either module can be imported first."""
+    if name in _FROM_CLAP_TRAIN:
+        from course_lib import clap_train
+        return getattr(clap_train, name)
+    raise AttributeError(f"module 'course_lib.clap' has no attribute {name!r}")

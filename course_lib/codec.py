@@ -336,6 +336,14 @@ def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = No
 
 # Data, training (with the optional adversarial loss), evaluation and the CLI live in
 # codec_train.py, so that each file reads in one sitting.
-from course_lib.codec_train import (  # noqa: E402
-    CodecMetrics, MultiScaleSTFTDiscriminator, TrainResult, bench, eval_cli, evaluate,
-    evaluation_report, fit, load_clips, random_batch, speed_perturb, train_cli)
+_FROM_CODEC_TRAIN = frozenset({'CodecMetrics', 'MultiScaleSTFTDiscriminator', 'TrainResult', 'bench',
+    'eval_cli', 'evaluate', 'evaluation_report', 'fit', 'load_clips', 'random_batch', 'speed_perturb',
+    'train_cli'})
+
+
+def __getattr__(name: str):
+    """Re-export codec_train's API lazily, so either module can be imported first."""
+    if name in _FROM_CODEC_TRAIN:
+        from course_lib import codec_train
+        return getattr(codec_train, name)
+    raise AttributeError(f"module 'course_lib.codec' has no attribute {name!r}")

@@ -333,6 +333,13 @@ def fit(model: WaveGAN, clips: Tensor, steps: int, time_budget_s: float | None =
 
 # Data and the command line (train / eval / generate / bench) live in wavegan_train.py,
 # so that each file reads in one sitting.
-from course_lib.wavegan_train import (  # noqa: E402
-    DATASETS, TrainingClips, bench, eval_cli, generate_cli, load_clips, train_cli)
+_FROM_WAVEGAN_TRAIN = frozenset({'DATASETS', 'TrainingClips', 'bench', 'eval_cli', 'generate_cli',
+    'load_clips', 'train_cli'})
 
+
+def __getattr__(name: str):
+    """Re-export wavegan_train's API lazily, so either module can be imported first."""
+    if name in _FROM_WAVEGAN_TRAIN:
+        from course_lib import wavegan_train
+        return getattr(wavegan_train, name)
+    raise AttributeError(f"module 'course_lib.wavegan' has no attribute {name!r}")

@@ -119,3 +119,14 @@ def test_shipped_checkpoints_are_small_and_complete():
         assert size_mb < 8, f"{folder.name} is {size_mb:.1f} MB; store it in float16 or shrink the model"
         card = json.loads((folder / "card.json").read_text())
         assert card.get("command", "").startswith("course-lib train"), (folder.name, card.get("command"))
+
+
+@pytest.mark.parametrize("pair", [("codec", "codec_train"), ("wavegan", "wavegan_train"), ("clap", "clap_train")])
+def test_training_modules_import_first_and_reexport(pair):
+    """``import course_lib.codec_train`` on its own must work (it once failed on a circular import)."""
+    model, train = pair
+    code = (f"import course_lib.{train} as t, course_lib.{model} as m\n"
+            f"missing = [n for n in m.__all__ if not hasattr(m, n)]\n"
+            f"assert not missing, missing\n"
+            f"assert m.train_cli is t.train_cli")
+    subprocess.run([sys.executable, "-c", code], check=True)
