@@ -155,8 +155,10 @@ def train_cli(argv: list[str]) -> int:
         checkpoint.atomic_write(run_dir / "command.txt", command + "\n")
     if args.export_only:
         state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        model.generator.load_state_dict(state["modules"]["generator"])
-        model.discriminator.load_state_dict(state["modules"]["discriminator"])
+        for key, module in (("generator", model.generator), ("discriminator", model.discriminator),
+                            ("generator_ema", model.generator_ema)):
+            if module is not None:
+                module.load_state_dict(state["modules"][key])
         done, wall, history = int(state["step"]), float(state["elapsed_s"]), state["history"]
         stopped = "exported while running" if done < steps else "max_steps"
     else:

@@ -49,8 +49,31 @@ def test_every_preset_builds_and_steps(preset):
     losses = W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v) for v in losses)
     # Both players moved. The critic's output bias cancels in E[D(fake)] - E[D(real)]: no gradient.
-    frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p)]
+    # The weight average moves in fit(), not in train_step.
+    frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p) and "generator_ema" not in k]
     assert frozen == ["discriminator.dense.bias"]
+
+
+def test_weight_average_arithmetic_and_sampling():
+    cfg = replace(W.PRESETS["tiny"], ema_decay=0.9)
+    model = W.WaveGAN(cfg)
+    avg0 = [p.clone() for p in model.generator_ema.parameters()]
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    model.update_ema(step=1000)                 # past the warm-up: d = ema_decay
+    for a0, a, p in zip(avg0, model.generator_ema.parameters(), model.generator.parameters()):
+        torch.testing.assert_close(a, 0.9 * a0 + 0.1 * p)
+    model.update_ema(step=0)                    # warm-up: d = 1/10, the average jumps close to the weights
+    for a, p in zip(model.generator_ema.parameters(), model.generator.parameters()):
+        assert (a - p).abs().max() < 0.1
+    z = model.sample_latent(3, torch.Generator().manual_seed(0))
+    out = model.generate(3, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, model.generator_ema(z))                      # samples come from the average
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    assert W.WaveGAN(replace(cfg, ema_decay=0.0)).generator_ema is None
+    with pytest.raises(ValueError, match="ema_decay"):
+        replace(cfg, ema_decay=1.0)
 
 
 def _reference_phase_shuffle(x: np.ndarray, k: int) -> np.ndarray:
