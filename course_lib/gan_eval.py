@@ -88,14 +88,15 @@ class AudioClassifier(nn.Module):
 def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_rate: int = 16_000,
                      steps: int = 400, batch_size: int = 64, generator: torch.Generator | None = None
                      ) -> tuple[AudioClassifier, float]:
-    """Train the classifier (Adam 1e-3) with random gain, onset shift and added noise.
+    """Train the classifier (Adam 1e-3, cosine decay) with random gain, onset shift and added noise.
 
     The noise (white, 10-40 dB below the clip, on half of each batch) matters for synthetic
     training data: SynthWorld's drums are digitally clean, and a classifier that never heard
     a noise floor learns "any hiss = snare". It then calls a generated kick with a faint hiss
     a snare, and the inception score measures the hiss instead of the drums (measured on the
     22k-step drums WaveGAN: 20% of the real score and 2 classes without noise augmentation,
-    57% and 7 classes with it; decaying noise bursts score 1.3 either way).
+    55-59% and all 8 classes with it over two classifier seeds; decaying noise bursts score
+    1.3 either way, and real test clips are still classified 100% correctly).
 
     Args:
         clips: ``(N, 1, T)`` training audio; labels ``(N,)`` int64 into ``classes``.
@@ -105,6 +106,7 @@ def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_r
     """
     model = AudioClassifier(ClassifierConfig(tuple(classes), sample_rate))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)   # a settled classifier, not the last batch's
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(clips), (batch_size,), generator=generator)
@@ -119,6 +121,7 @@ def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_r
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     model.eval()
     acc = float((model.predict(clips).logits.argmax(-1) == labels).float().mean())
     return model, acc
