@@ -86,8 +86,8 @@ class AudioClassifier(nn.Module):
 
 
 def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_rate: int = 16_000,
-                     steps: int = 400, batch_size: int = 64, generator: torch.Generator | None = None
-                     ) -> tuple[AudioClassifier, float]:
+                     steps: int = 400, batch_size: int = 64, generator: torch.Generator | None = None,
+                     noise_snr_db: tuple[float, float] | None = (10.0, 40.0)) -> tuple[AudioClassifier, float]:
     """Train the classifier (Adam 1e-3, cosine decay) with random gain, onset shift and added noise.
 
     The noise (white, 10-40 dB below the clip, on half of each batch) matters for synthetic
@@ -100,6 +100,7 @@ def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_r
 
     Args:
         clips: ``(N, 1, T)`` training audio; labels ``(N,)`` int64 into ``classes``.
+        noise_snr_db: range of the added noise's signal-to-noise ratio; None trains on clean clips.
 
     Returns:
         The classifier (eval mode) and its accuracy on ``clips``.
@@ -113,10 +114,12 @@ def train_classifier(clips: Tensor, labels: Tensor, classes: list[str], sample_r
         x = clips[idx] * (0.4 + 0.8 * torch.rand(batch_size, 1, 1, generator=generator))  # level changes
         shift = int(torch.randint(0, 400, (1,), generator=generator))                      # later onsets
         x = F.pad(x, (shift, 0))[..., :clips.shape[-1]]
-        snr_db = 10 + 30 * torch.rand(batch_size, 1, 1, generator=generator)
-        noisy = (torch.rand(batch_size, 1, 1, generator=generator) < 0.5).float()          # half the batch
-        rms = x.square().mean(-1, keepdim=True).sqrt()
-        x = x + noisy * torch.randn(x.shape, generator=generator) * rms * 10 ** (-snr_db / 20)
+        if noise_snr_db is not None:
+            lo, hi = noise_snr_db
+            snr_db = lo + (hi - lo) * torch.rand(batch_size, 1, 1, generator=generator)
+            noisy = (torch.rand(batch_size, 1, 1, generator=generator) < 0.5).float()      # half the batch
+            rms = x.square().mean(-1, keepdim=True).sqrt()
+            x = x + noisy * torch.randn(x.shape, generator=generator) * rms * 10 ** (-snr_db / 20)
         loss = F.cross_entropy(model(x).logits, labels[idx])
         opt.zero_grad()
         loss.backward()
