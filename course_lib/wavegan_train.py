@@ -167,6 +167,12 @@ def train_cli(argv: list[str]) -> int:
     model = model.cpu().eval()
     metrics = gan_eval.evaluate_wavegan(model, clf, args.data, args.eval_size, seed=args.seed,
                                         train_clips=train.audio)
+    raw = None                                   # the same checkpoint sampled without the weight average
+    if model.generator_ema is not None:
+        plain = WaveGAN(replace(cfg, ema_decay=0.0))
+        plain.generator.load_state_dict(model.generator.state_dict())
+        raw = gan_eval.evaluate_wavegan(plain.eval(), clf, args.data, args.eval_size, seed=args.seed,
+                                        train_clips=train.audio)
     tail = history[-min(len(history), 20):]
     card = {
         "command": command,
@@ -187,6 +193,7 @@ def train_cli(argv: list[str]) -> int:
                         f"{out.name if out.resolve().parent == checkpoint.checkpoint_root().resolve() else out} --data {args.data} --eval-size {args.eval_size} "
                         f"--seed {args.seed}",
         "metrics": metrics,
+        "metrics_without_weight_average": raw,
     }
     checkpoint.save_pretrained(model, cfg, out, card=card)
     checkpoint.save_pretrained(clf, clf.cfg, out / "classifier", card={"trained_by": command,

@@ -265,3 +265,22 @@ def test_noise_augmented_classifier_hears_drums_through_a_hiss():
         assert train_acc > 0.9
         acc[name] = float((clf.predict(hissy).logits.argmax(-1) == test.labels).float().mean())
     assert acc["noise"] > 0.9 and acc["clean"] < 0.6, acc
+
+
+def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
+    from course_lib import wavegan_train
+    out, run = tmp_path / "wg", tmp_path / "run"
+    common = ["--preset", "tiny", "--steps", "3", "--train-size", "64", "--eval-size", "32", "--batch-size", "8",
+              "--n-critic", "1", "--out", str(out), "--run-dir", str(run), "--threads", "1"]
+    assert wavegan_train.train_cli(common) == 0
+    card = checkpoint.read_card(out)
+    assert card["steps"] == 3 and card["metrics_without_weight_average"]["eval_clips"] == 32
+    result = wavegan_train.eval_cli(["--checkpoint", str(out), "--eval-size", "32"])
+    assert all(result["matches_card"].values()), result
+    assert wavegan_train.train_cli(common + ["--export-only"]) == 0        # from last.pt, weight average included
+    state = torch.load(run / "last.pt", weights_only=True)["modules"]
+    exported = W.load_pretrained(out)
+    for key in ("generator", "generator_ema"):
+        for name, value in getattr(exported, key).state_dict().items():
+            torch.testing.assert_close(value, state[key][name])
+    assert checkpoint.read_card(out)["stopped_by"] == "max_steps"
