@@ -15,8 +15,8 @@ convolution and every stride 2 becomes a stride 4, so five layers grow a 16-samp
 One addition that is not in the paper and does not change training: :meth:`WaveGAN.generate`
 samples from an exponential moving average of the generator's weights (``cfg.ema_decay``;
 Karras et al. 2018, Yazici et al. 2019). Adam at a constant learning rate keeps the weights
-jittering, and on the course's clean drums that jitter is heard as a hiss; the average removes
-much of it (numbers on the ``wavegan-synthworld-drums`` card).
+jittering; the average smooths that out. It helps a little, not a lot: the
+``wavegan-synthworld-drums`` card lists the metrics with and without it.
 
 Width ``d`` and ``num_layers`` (slice length ``16 * 4**num_layers``: 4,096 or 16,384) come
 from the config. Evaluation (classifier, inception-score analogue, Frechet distance) lives in
