@@ -232,11 +232,12 @@ class WaveGAN(nn.Module):
         return (2 * u - 1).to(device=p.device, dtype=p.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
-        """``z (B, D) -> (B, 1, T)``."""
+        """``z (B, D) -> (B, 1, T)``: the generator in train mode, its weight average in eval mode."""
         if z.ndim != 2 or z.shape[1] != self.cfg.latent_dim:
             raise ValueError(f"z must be (B, {self.cfg.latent_dim}), got {tuple(z.shape)}; "
                              f"draw it with sample_latent(n).")
-        return self.generator(z)
+        use_average = not self.training and self.generator_ema is not None
+        return (self.generator_ema if use_average else self.generator)(z)
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 256) -> Tensor:

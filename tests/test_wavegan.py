@@ -70,6 +70,8 @@ def test_weight_average_arithmetic_and_sampling():
     z = model.sample_latent(3, torch.Generator().manual_seed(0))
     out = model.generate(3, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, model.generator_ema(z))                      # samples come from the average
+    torch.testing.assert_close(model.eval()(z), model.generator_ema(z))          # and so does eval-mode forward
+    torch.testing.assert_close(model.train()(z), model.generator(z))
     assert not any(p.requires_grad for p in model.generator_ema.parameters())
     assert W.WaveGAN(replace(cfg, ema_decay=0.0)).generator_ema is None
     with pytest.raises(ValueError, match="ema_decay"):
