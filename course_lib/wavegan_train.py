@@ -160,7 +160,7 @@ def train_cli(argv: list[str]) -> int:
             if module is not None:
                 module.load_state_dict(state["modules"][key])
         done, wall, history = int(state["step"]), float(state["elapsed_s"]), state["history"]
-        stopped = "exported while running" if done < steps else "max_steps"
+        stopped = "exported from last.pt before max_steps" if done < steps else "max_steps"
     else:
         trainer = fit(model, train.audio, steps, args.time_budget, checkpoint_dir=run_dir)
         done, wall, history, stopped = trainer.step, trainer.elapsed_s, trainer.history.records, trainer.stopped_by
