@@ -405,8 +405,8 @@ def retrieval_metrics(query_emb: Tensor, item_emb: Tensor, relevant: Tensor | No
 
 
 # Training, evaluation and the CLI live in clap_train.py (kept separate to stay readable).
-_FROM_CLAP_TRAIN = frozenset({'ClapData', 'prepare', 'class_prompts', 'fit', 'embed_all', 'evaluate',
-    'train_cli', 'eval_cli', 'bench'})
+_FROM_CLAP_TRAIN = frozenset({"ClapData", "prepare", "class_prompts", "fit", "embed_all", "evaluate",
+    "train_cli", "eval_cli", "bench"})
 
 
 def __getattr__(name: str):

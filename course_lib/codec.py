@@ -336,9 +336,9 @@ def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = No
 
 # Data, training (with the optional adversarial loss), evaluation and the CLI live in
 # codec_train.py, so that each file reads in one sitting.
-_FROM_CODEC_TRAIN = frozenset({'CodecMetrics', 'MultiScaleSTFTDiscriminator', 'TrainResult', 'bench',
-    'eval_cli', 'evaluate', 'evaluation_report', 'fit', 'load_clips', 'random_batch', 'speed_perturb',
-    'train_cli'})
+_FROM_CODEC_TRAIN = frozenset({"CodecMetrics", "MultiScaleSTFTDiscriminator", "TrainResult", "bench",
+    "eval_cli", "evaluate", "evaluation_report", "fit", "load_clips", "random_batch", "speed_perturb",
+    "train_cli"})
 
 
 def __getattr__(name: str):

@@ -369,8 +369,8 @@ def fit(model: WaveGAN, clips: Tensor, steps: int, time_budget_s: float | None =
 
 # Data and the command line (train / eval / generate / bench) live in wavegan_train.py,
 # so that each file reads in one sitting.
-_FROM_WAVEGAN_TRAIN = frozenset({'DATASETS', 'TrainingClips', 'bench', 'eval_cli', 'generate_cli',
-    'load_clips', 'train_cli'})
+_FROM_WAVEGAN_TRAIN = frozenset({"DATASETS", "TrainingClips", "bench", "eval_cli", "generate_cli",
+    "load_clips", "train_cli"})
 
 
 def __getattr__(name: str):
