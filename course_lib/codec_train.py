@@ -14,6 +14,7 @@ Everything here is re-exported by :mod:`course_lib.codec`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -125,16 +126,30 @@ def speed_perturb(clips: list[Tensor], sample_rate: int, factors: tuple[float, .
 
 
 def random_batch(clips: list[Tensor], batch_size: int, length: int,
-                 generator: torch.Generator | None = None) -> Tensor:
-    """(B, 1, length) random crops (zero-padded when a clip is shorter), clip peak set to a random 0.3 .. 1."""
+                 generator: torch.Generator | None = None, level: str = "peak") -> Tensor:
+    """(B, 1, length) random crops (zero-padded when a clip is shorter) at a random level.
+
+    Args:
+        level: ``"peak"`` sets each clip's peak to a random 0.3 .. 1 (every batch is loud);
+            ``"natural"`` keeps the recording's own level and changes it by a random -6 .. +6 dB
+            (peaks capped at 1), so the codes are spent on the levels the test takes have.
+    """
+    if level not in ("peak", "natural"):
+        raise ValueError(f"level must be 'peak' or 'natural', got {level!r}.")
     idx = torch.randint(0, len(clips), (batch_size,), generator=generator).tolist()
     out = torch.zeros(batch_size, 1, length)
+    peaks = torch.ones(batch_size, 1, 1)
     for b, i in enumerate(idx):
-        c = clips[i][..., :]
+        c = clips[i]
         start = int(torch.randint(0, max(1, c.shape[-1] - length + 1), (1,), generator=generator))
         piece = c[..., start:start + length]
-        out[b, :, : piece.shape[-1]] = piece / c.abs().max().clamp(min=1e-4)   # the clip's peak, not the crop's
-    gain = 0.3 + 0.7 * torch.rand(batch_size, 1, 1, generator=generator)
+        peaks[b] = c.abs().max().clamp(min=1e-4)                    # the clip's peak, not the crop's
+        out[b, :, : piece.shape[-1]] = piece / peaks[b]
+    if level == "peak":
+        gain = 0.3 + 0.7 * torch.rand(batch_size, 1, 1, generator=generator)
+    else:
+        db = 12.0 * torch.rand(batch_size, 1, 1, generator=generator) - 6.0
+        gain = (peaks * 10.0 ** (db / 20.0)).clamp(max=1.0)
     return out * gain
 
 
@@ -148,13 +163,14 @@ class TrainResult(NamedTuple):
 def fit(model: Codec, clips: list[Tensor], max_steps: int, batch_size: int = 16, crop_s: float = 0.5,
         lr: float = 1e-3, time_budget_s: float | None = None, checkpoint_dir: str | None = None,
         seed: int = 0, progress: bool = True, log_every: int = 10, adversarial: bool = False,
-        device: str | torch.device | None = None) -> TrainResult:
+        device: str | torch.device | None = None, level: str = "peak") -> TrainResult:
     """Train ``model`` on random crops of ``clips`` (resumable via ``checkpoint_dir``/last.pt).
 
     Args:
         adversarial: add a :class:`MultiScaleSTFTDiscriminator` (Adam 3e-4, betas (0.5, 0.9)),
             one discriminator step per codec step, as in SoundStream; the gpu profile's recipe.
         device: where to train (default: where ``model`` is).
+        level: loudness of the training crops, see :func:`random_batch`.
     """
     from course_lib.train import TrainConfig, Trainer
     # Decaying synthetic sounds contain subnormal floats (|x| < 1e-38); CPU convolutions on them run
@@ -184,7 +200,7 @@ def fit(model: Codec, clips: list[Tensor], max_steps: int, batch_size: int = 16,
         return disc.generator_losses(fake, real)
 
     def step_fn(step: int) -> CodecLosses:
-        wav = random_batch(clips, batch_size, length, gen).to(device)
+        wav = random_batch(clips, batch_size, length, gen, level).to(device)
         losses = codec_loss(model, wav, gen, adversary if disc is not None else None)
         opt.zero_grad(set_to_none=True)
         losses.total.backward()
@@ -283,6 +299,10 @@ def train_cli(argv: list[str]) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-size", type=int, default=None, help="training clips (default all / 2000 SynthWorld)")
     p.add_argument("--speed-perturb", type=float, nargs="*", default=[0.9, 1.1])
+    p.add_argument("--level", choices=("peak", "natural"), default="peak",
+                   help="training loudness: clip peaks at 0.3..1 (peak) or the recording's level +-6 dB (natural)")
+    p.add_argument("--dead-code-threshold", type=float, default=None,
+                   help="restart codes used less than this fraction of their fair share (default: the preset's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=None,
@@ -296,6 +316,8 @@ def train_cli(argv: list[str]) -> int:
     prof = profile(args.profile)
     adversarial = prof.name == "gpu" if args.adversarial is None else args.adversarial
     cfg = CodecConfig.preset(args.preset or prof.model_scale)
+    if args.dead_code_threshold is not None:
+        cfg = dataclasses.replace(cfg, dead_code_threshold=args.dead_code_threshold)
     name = {"synthworld": "codec-synthworld", "fsdd": "codec-speech"}[args.data]
     out = args.out or str(checkpoint.checkpoint_root() / name)
     work = args.work_dir or f"runs/{name}"
@@ -315,7 +337,7 @@ def train_cli(argv: list[str]) -> int:
     clips = speed_perturb(clips, cfg.sample_rate, tuple(args.speed_perturb))
     result = fit(model, clips, args.steps, args.batch_size, args.crop_s, args.lr, args.time_budget_s, work,
                  args.seed, progress=not args.no_progress, adversarial=adversarial,
-                 device=args.device or get_device())
+                 device=args.device or get_device(), level=args.level)
     result.model.cpu()
     test = load_clips(args.data, "test", cfg.sample_rate, args.eval_size, args.seed)
     t0 = time.perf_counter()

@@ -134,6 +134,20 @@ def test_random_batch_is_deterministic() -> None:
     torch.testing.assert_close(a, b)
 
 
+def test_random_batch_levels() -> None:
+    quiet = [0.05 * torch.sin(torch.linspace(0, 400, 4000))[None] for _ in range(3)]
+    loud = [0.9 * torch.sin(torch.linspace(0, 400, 4000))[None]]
+    gen = torch.Generator().manual_seed(0)
+    peaks = random_batch(quiet, 64, 3200, gen).abs().amax(-1)            # peak mode ignores the recording's level
+    assert peaks.min() >= 0.29 and peaks.max() <= 1.0 and peaks.max() > 0.8
+    natural = random_batch(quiet, 64, 3200, gen, level="natural").abs().amax(-1)
+    db = 20 * torch.log10(natural / 0.05)
+    assert db.min() >= -6.01 and db.max() <= 6.01 and db.max() - db.min() > 8   # +-6 dB around the recording
+    assert random_batch(loud, 64, 3200, gen, level="natural").abs().max() <= 1.0   # capped: no clipping
+    with pytest.raises(ValueError, match="'peak' or 'natural'"):
+        random_batch(quiet, 2, 3200, gen, level="loud")
+
+
 def test_short_training_lowers_reconstruction_loss(tmp_path) -> None:
     torch.manual_seed(0)
     model = Codec(TINY)
