@@ -1,6 +1,6 @@
 """The Free Spoken Digit Dataset (FSDD): finding it on disk, loading it, downloading it on request.
 
-FSDD (Jakobovski et al., DOI 10.5281/zenodo.1342401) is licensed CC BY-SA 4.0: attribute it wherever
+FSDD (Z. Jackson et al., GitHub Jakobovski, DOI 10.5281/zenodo.1342401) is licensed CC BY-SA 4.0: attribute it wherever
 it is used and never copy it into this repository. Files are ``recordings/{digit}_{speaker}_{take}.wav``,
 mono 8 kHz. Splits (by take, for every digit and speaker):
 
@@ -247,7 +247,7 @@ def download_fsdd(root: str | os.PathLike | None = None, url: str = FSDD_URL, sh
         shutil.move(str(recordings), stage / "recordings")
         (stage / "README.md").write_text(
             f"Free Spoken Digit Dataset v1.0.10 (CC BY-SA 4.0), downloaded from {url}.\n"
-            "Jakobovski et al., DOI 10.5281/zenodo.1342401. Attribute it wherever it is used.\n")
+            "Z. Jackson et al. (GitHub: Jakobovski), DOI 10.5281/zenodo.1342401. Attribute it wherever it is used.\n")
         if dest.exists():
             dest.rmdir()                                            # empty (checked above)
         os.replace(stage, dest)
