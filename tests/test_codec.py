@@ -244,3 +244,24 @@ def test_adversarial_training_runs_and_resumes(tmp_path) -> None:
     assert "discriminator" in state["modules"] and "disc_opt" in state["optimizers"]
     assert fit(model, _tones(4), max_steps=5, batch_size=2, crop_s=0.2, progress=False, adversarial=True,
                checkpoint_dir=str(tmp_path / "run")).steps == 5
+
+
+def test_train_cli_resume_export_and_eval_cli_reproduce_the_card(tmp_path, monkeypatch) -> None:
+    from course_lib import checkpoint, codec_train
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "codec-tiny"
+    args = ["--data", "synthworld", "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--crop-s", "0.2",
+            "--train-size", "8", "--eval-size", "3", "--no-progress", "--level", "natural",
+            "--dead-code-threshold", "0.2", "--speed-perturb", "--work-dir", "run", "--out", str(out)]
+    assert codec_train.train_cli(args) == 0
+    card = checkpoint.read_card(out)
+    assert card["steps"] == 3 and card["eval"]["clips"] == 3 and "--level natural" in card["command"]
+    assert codec_train.load_pretrained(out).config.dead_code_threshold == 0.2   # the override is stored
+    weights = (out / "model.safetensors").read_bytes()
+    assert codec_train.train_cli(args) == 0                  # at max_steps: no training, the same file again
+    assert (out / "model.safetensors").read_bytes() == weights and checkpoint.read_card(out)["steps"] == 3
+    result = codec_train.eval_cli(["--checkpoint", str(out)])
+    assert result["clips"] == 3
+    for q, metrics in card["metrics"]["codec"].items():
+        assert result["metrics"]["codec"][q]["mel_distance"] == pytest.approx(metrics["mel_distance"], abs=1e-5), q
+        assert result["metrics"]["codec"][q]["usage"] == metrics["usage"], q
