@@ -130,3 +130,16 @@ def test_training_modules_import_first_and_reexport(pair):
             f"assert not missing, missing\n"
             f"assert m.train_cli is t.train_cli")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_stored_clean(path):
+    """DESIGN: notebooks without outputs; every cell has a unique id (nbformat 4.5 makes it required)."""
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5), path.name
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id; run nbformat.validator.normalize"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: cell {i} has outputs"
