@@ -206,9 +206,9 @@ def test_stft_discriminator_shapes_and_losses() -> None:
     logits, features = outputs[0]
     assert logits.shape[0] == 2 and logits.shape[1] == 1 and len(features) == 5
     adv, feat = disc.generator_losses(real, real)
-    assert float(feat) == 0.0                     # identical audio: identical activations
+    assert float(feat.detach()) == 0.0                    # identical audio: identical activations
     adv, feat = disc.generator_losses(fake, real)
-    assert float(feat) > 0 and float(adv) >= 0
+    assert float(feat.detach()) > 0 and float(adv.detach()) >= 0
     # Hinge loss by hand for the first scale only.
     one = MultiScaleSTFTDiscriminator(n_ffts=(512,), channels=8)
     (l_real, _), = one(real)
