@@ -1,8 +1,8 @@
 """The Free Spoken Digit Dataset (FSDD): finding it on disk, loading it, downloading it on request.
 
 FSDD (Z. Jackson et al., GitHub Jakobovski, DOI 10.5281/zenodo.1342401) is licensed CC BY-SA 4.0:
-attribute it wherever it is used and never copy it into this repository. Files are ``recordings/{digit}_{speaker}_{take}.wav``,
-mono 8 kHz. Splits (by take, for every digit and speaker):
+attribute it wherever it is used and never copy it into this repository.
+Files are ``recordings/{digit}_{speaker}_{take}.wav``, mono 8 kHz. Splits (by take, for every digit and speaker):
 
     test      takes 0-4    (the dataset's official test set, exactly)
     val       takes 5-9    (carved out of the official training set)
