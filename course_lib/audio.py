@@ -8,14 +8,17 @@ Every waveform in the course is a float tensor in [-1, 1] with time last:
   interrupted notebook never leaves half a WAV behind.
 * :func:`resample` wraps ``torchaudio.functional.resample``.
 * :func:`check_audio` is the one validator every model runs on its inputs: it
-  fails early with a message that names the problem *and* the fix.
+  fails early with a message that names the problem *and* the fix, and is the one
+  place where dtypes are handled (NumPy and float64/float16/bfloat16 in, float32 out).
 * :func:`mu_law_encode`, :func:`mu_law_decode` and :func:`quantize` are the
   classic ways of turning samples into integers (notebook 00, codec baselines).
 """
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +64,7 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[Tenso
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioError: the file exists but is not readable audio.
+        AudioError: the file is not readable audio, or is a WAV cut short (libsndfile would read it silently).
     """
     path = Path(path)
     if not path.exists():
@@ -72,6 +75,7 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[Tenso
         )
     if path.is_dir():
         raise AudioError(f"{str(path)!r} is a folder, not an audio file. Pass the path of a file inside it.")
+    _check_wav_complete(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -84,6 +88,35 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[Tenso
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
     return wav, int(sr)
+
+
+def _check_wav_complete(path: Path) -> None:
+    """AudioError if a WAV file (by magic bytes)'s ``data`` chunk runs past its end; unset sizes (0, 2**32-1) pass."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        block_align = 0
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return  # no data chunk: leave the verdict to soundfile
+            chunk_id, chunk_size = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+            if chunk_id == b"data":
+                break
+            body = fh.read(min(chunk_size, 16)) if chunk_id == b"fmt " else b""
+            if len(body) >= 14:
+                block_align = struct.unpack(endian + "H", body[12:14])[0]  # nBlockAlign: bytes per frame
+            fh.seek(chunk_size + (chunk_size & 1) - len(body), os.SEEK_CUR)
+        have = size - fh.tell()
+    if chunk_size in (0, 0xFFFFFFFF) or have >= chunk_size:
+        return
+    unit, div = ("frames", block_align) if block_align else ("bytes", 1)
+    raise AudioError(f"{str(path)!r} is truncated: its WAV header declares {chunk_size // div} {unit} but the file "
+                     f"holds only {have // div} ({100 * have / chunk_size:.0f}%); the download or copy was probably "
+                     f"interrupted. Re-download or re-create it (e.g. with course_lib.audio.save).")
 
 
 def _format_for(path: Path) -> str:
@@ -237,8 +270,11 @@ def check_audio(
 ) -> Tensor:
     """Validate a waveform before a model sees it; fail early with the fix in the message.
 
+    The one place where input dtypes are handled, so use the result: ``wav = check_audio(wav, ...)``.
+    NumPy arrays are copied into tensors; float64/float16/bfloat16 become float32; integers are refused.
+
     Args:
-        wav: the waveform (a NumPy array is converted to a tensor).
+        wav: the waveform, a tensor or NumPy array.
         sample_rate: the rate ``wav`` is at, if known.
         expected_sample_rate: the rate the caller needs; checked only when ``sample_rate`` is given.
         ndim: required number of dimensions (3 for ``(B, C, T)``).
@@ -248,20 +284,30 @@ def check_audio(
         name: how the message refers to ``wav`` (e.g. ``"codec input"``).
 
     Returns:
-        ``wav`` as a tensor (unchanged when it already was one).
+        ``wav`` as a float32 tensor on its device (``wav`` itself when it already was one).
 
     Raises:
         AudioError: naming the problem and the fix.
+
+    Warns:
+        UserWarning: the peak ``|sample|`` exceeds 1.0 (suggests :func:`normalize`).
     """
     if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(np.ascontiguousarray(wav))
+        try:  # a native-order, contiguous, writable copy (torch refuses big-endian and warns on read-only)
+            wav = torch.from_numpy(np.array(wav, dtype=wav.dtype.newbyteorder("="), order="C"))
+        except TypeError as err:
+            raise AudioError(f"{name} is a NumPy array of dtype {wav.dtype}, which torch cannot hold; "
+                             f"convert it with torch.from_numpy(x.astype(np.float32)).") from err
     if not torch.is_tensor(wav):
         raise AudioError(f"{name} must be a torch.Tensor, got {type(wav).__name__}. "
                          f"Convert with torch.as_tensor(x, dtype=torch.float32).")
     if not wav.is_floating_point():
-        hint = ("divide int16 samples by 32768: wav.float() / 32768" if wav.dtype == torch.int16
-                else "convert with wav.float() (and scale integers into [-1, 1], e.g. int16 / 32768)")
+        hint = {torch.int16: "divide int16 samples by 32768: wav.float() / 32768",
+                torch.int32: "divide 32-bit PCM by 2**31: wav.float() / 2**31 (by 32768 if it holds int16 values)",
+                }.get(wav.dtype, "convert with wav.float() (and scale integers into [-1, 1], e.g. int16 / 32768)")
         raise AudioError(f"{name} must be a float tensor with samples in [-1, 1], got dtype {wav.dtype}; {hint}.")
+    if wav.dtype != torch.float32:
+        wav = wav.float()  # float64 / float16 / bfloat16: the models' weights and mel filters are float32
     if ndim is not None and wav.ndim != ndim:
         hint = ("add the missing dimensions, e.g. wav.reshape(1, 1, -1) or wav.unsqueeze(0)" if wav.ndim < ndim
                 else "remove dimensions, e.g. wav.squeeze(0), or process one item at a time")
@@ -295,6 +341,10 @@ def check_audio(
     if not allow_silent and bool((wav.abs() < SILENCE_THRESHOLD).all()):
         raise AudioError(f"{name} is silent (every |sample| < {SILENCE_THRESHOLD:g}). Check that the clip "
                          f"was loaded or generated correctly, or pass allow_silent=True if silence is intended.")
+    peak = float(wav.abs().amax()) if wav.numel() else 0.0
+    if peak > 1.0:
+        warnings.warn(f"{name} peaks at {peak:.4g}, outside [-1, 1] (it would clip when saved or played); "
+                      f"scale it with course_lib.audio.normalize(wav).", UserWarning, stacklevel=2)
     return wav
 
 

@@ -11,7 +11,9 @@ Source format (one ``.md`` file per deck; see ``slides/README.md``):
 - ``![caption](fig:NAME?k=v&k2=v2)`` a figure drawn at build time by ``course_lib`` code,
   ``![caption](sound:NAME?k=v)`` a sound rendered at build time (an ``<audio>`` player),
   ``{{num:NAME?k=v}}`` a number computed at build time, put into the text,
-  ``![caption](file:path)`` a file beside the deck (``.wav``/``.mp3``/``.ogg`` become players).
+  ``![caption](file:path)`` a file beside the deck (``.wav``/``.mp3``/``.ogg`` become players);
+  the path, resolved (symlinks and ``..`` included), must lie in the deck's own folder, ``slides/``
+  or ``assets/`` and name an image or sound, else the build stops before copying anything.
   The generators live in ``slides/generators.py``.
 
 A deck that names a generator that does not exist, a file that is not there, or a generator
@@ -40,6 +42,7 @@ from course_lib.checkpoint import atomic_write
 SLIDES_DIR = Path(__file__).resolve().parent
 DECKS_DIR = SLIDES_DIR / "decks"
 DEFAULT_OUT = SLIDES_DIR / "build"
+MEDIA_ROOTS = (SLIDES_DIR, SLIDES_DIR.parent / "assets")   # file: references may point here or beside the deck
 REVEAL_VERSION = "5.2.1"           # keep equal to slides/package.json
 SOUND_SUFFIXES = {".wav", ".mp3", ".ogg", ".flac"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".gif"}
@@ -176,8 +179,17 @@ class MediaStore:
         return value
 
     def static(self, rel: str, deck: Deck, where: str) -> str:
-        """Copy a file that sits beside the deck into ``media/``; missing -> BuildError."""
+        """Copy a file the deck references into ``media/``; outside :data:`MEDIA_ROOTS` and the deck's
+        folder, not an image or sound, or missing -> BuildError, and nothing is copied."""
         src = (deck.path.parent / unquote(rel)).resolve()
+        roots = (deck.path.parent.resolve(), *MEDIA_ROOTS)
+        if not any(src.is_relative_to(root) for root in roots):
+            raise BuildError(f"{where}: file reference {rel!r} resolves to {src}, outside the folders a deck may "
+                             f"take files from ({', '.join(map(str, roots))}). Copy the file into one of them.")
+        suffixes = {Path(unquote(rel)).suffix.lower(), src.suffix.lower()}
+        if not suffixes <= IMAGE_SUFFIXES | SOUND_SUFFIXES:
+            raise BuildError(f"{where}: file {rel!r} is neither an image nor a sound "
+                             f"({sorted(IMAGE_SUFFIXES | SOUND_SUFFIXES)}).")
         if not src.is_file():
             raise BuildError(f"{where}: missing file {rel!r} (looked for {src}). Put it beside the deck "
                              f"or use a generated fig:/sound: reference.")
@@ -208,11 +220,8 @@ def _markdown(store: MediaStore, deck: Deck):
         elif scheme == "sound":
             path, is_sound = store.generated("sound", ref, where), True
         elif scheme == "file":
-            path = store.static(ref, deck, where)
-            is_sound = Path(ref).suffix.lower() in SOUND_SUFFIXES
-            if not is_sound and Path(ref).suffix.lower() not in IMAGE_SUFFIXES:
-                raise BuildError(f"{where}: file {ref!r} is neither an image nor a sound "
-                                 f"({sorted(IMAGE_SUFFIXES | SOUND_SUFFIXES)}).")
+            path = store.static(ref, deck, where)      # checks the folder and the suffix before copying
+            is_sound = Path(unquote(ref)).suffix.lower() in SOUND_SUFFIXES
         else:
             raise BuildError(f"{where}: image {src!r} must be fig:NAME, sound:NAME or file:PATH, so that "
                              f"the deck stays offline and true to course_lib.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -72,6 +73,29 @@ def test_load_corrupt_file(tmp_path):
     with pytest.raises(AudioError, match="not a readable audio file") as info:
         load(bad)
     assert "x.wav" in str(info.value) and "re-download or re-create" in str(info.value)
+
+
+@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 2)])
+def test_load_refuses_a_truncated_wav(tmp_path, subtype, channels):
+    # FLOAT WAVs carry fact/PEAK chunks before the data chunk, so the chunk walk is exercised too.
+    path = save(tmp_path / "cut.wav", torch.full((channels, 8000), 0.25), 16000, subtype=subtype)
+    whole = path.read_bytes()
+    assert load(path)[0].shape == (channels, 8000)  # the intact file still loads
+    path.write_bytes(whole[: len(whole) // 2])      # an interrupted download: soundfile would read 4000-odd frames
+    with pytest.raises(AudioError, match="truncated") as info:
+        load(path)
+    message = str(info.value)
+    assert "cut.wav" in message and "declares 8000 frames" in message and "Re-download or re-create" in message
+
+
+def test_load_accepts_wav_with_trailing_chunk_and_unset_data_size(tmp_path):
+    path = save(tmp_path / "ok.wav", torch.full((1, 100), 0.25), 16000)
+    whole = path.read_bytes() + b"LIST\x04\x00\x00\x00INFO"  # metadata after the data chunk
+    path.write_bytes(whole)
+    assert load(path)[0].shape == (1, 100)
+    i = whole.index(b"data") + 4                                   # size left unset by a streaming writer
+    path.write_bytes(whole[:i] + b"\xff\xff\xff\xff" + whole[i + 4:-12])
+    assert load(path)[0].shape == (1, 100)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -168,6 +192,54 @@ def test_check_audio_messages_name_the_fix(wav, kwargs, fragments):
     assert "codec input" in message or isinstance(wav, list)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_check_audio_casts_float_dtypes_to_float32(dtype):
+    wav = torch.full((2, 1, 64), 0.25, dtype=dtype)
+    out = check_audio(wav, ndim=3, channels=1)
+    assert out.dtype == torch.float32 and out.shape == wav.shape and torch.equal(out, wav.float())
+    same = torch.full((2, 1, 64), 0.25)
+    assert check_audio(same) is same  # float32 tensors come back untouched
+
+
+@pytest.mark.parametrize("array", [
+    np.full((1, 1, 64), 0.25),                                          # float64
+    np.full((1, 1, 64), 0.25, dtype=">f4"),                             # big-endian (torch refuses these)
+    np.broadcast_to(np.float32(0.25), (1, 1, 64)),                      # read-only, not contiguous
+])
+def test_check_audio_converts_any_float_numpy_array(array):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable array" warning from torch
+        out = check_audio(array, ndim=3, channels=1)
+    assert torch.is_tensor(out) and out.dtype == torch.float32 and torch.equal(out, torch.full((1, 1, 64), 0.25))
+
+
+@pytest.mark.parametrize("wav, fragments", [
+    (np.full((1, 1, 10), 5, dtype=np.int16), ["int16", "32768"]),
+    (torch.full((1, 1, 10), 5, dtype=torch.int32), ["int32", "2**31", "32768"]),
+    (np.array([[[None, "a"]]], dtype=object), ["dtype object", "astype(np.float32)"]),
+])
+def test_check_audio_refuses_integers_and_odd_arrays(wav, fragments):
+    with pytest.raises(AudioError) as info:
+        check_audio(wav, name="codec input")
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize("bad", [float("-inf"), float("nan")])
+def test_check_audio_refuses_non_finite_float64(bad):
+    with pytest.raises(AudioError, match="NaN or inf"):
+        check_audio(torch.tensor([[[0.1, bad]]], dtype=torch.float64))
+
+
+def test_check_audio_warns_when_the_peak_exceeds_one():
+    with pytest.warns(UserWarning, match=r"peaks at 100\b.*course_lib\.audio\.normalize"):
+        out = check_audio(torch.tensor([[[0.1, -100.0, 3.0]]]), name="codec input")
+    assert out.abs().max() == 100  # warned, not changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_audio(torch.tensor([[[0.5, -1.0, 1.0]]]))  # full scale is fine
 
 
 def test_check_audio_allows_silence_when_asked():

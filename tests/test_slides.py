@@ -88,6 +88,40 @@ def test_static_file_beside_deck_is_copied(tmp_path):
     assert len(media) == 1 and (tmp_path / "out" / media[0]).is_file()
 
 
+@pytest.mark.parametrize("ref", ["../secret.png", "../../etc/hostname", "{outside}", "..%2Fsecret.png",
+                                 "linked.png"])
+def test_file_reference_outside_allowed_folders_is_refused_before_copying(tmp_path, ref):
+    (tmp_path / "secret.png").write_bytes(b"not for the slides")
+    decks = _deck(tmp_path, "")
+    (decks / "linked.png").symlink_to(tmp_path / "secret.png")      # a symlink beside the deck, pointing out
+    ref = ref.format(outside=tmp_path / "secret.png")               # an absolute path
+    (decks / "t.md").write_text(f"% title: T\n\n![x](file:{ref})\nNote: n\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(BuildError) as err:
+        slide_build.build(None, out, decks)
+    msg = str(err.value)
+    assert "t.md, slide 1" in msg and repr(ref) in msg and "outside the folders a deck may take files from" in msg
+    assert not list((out / "media").iterdir()), "nothing may be copied before the reference is checked"
+
+
+def test_file_with_wrong_suffix_is_refused_before_copying(tmp_path):
+    decks = _deck(tmp_path, "% title: T\n\n![x](file:notes.txt)\nNote: n\n")
+    (decks / "notes.txt").write_text("hello")
+    with pytest.raises(BuildError, match="neither an image nor a sound"):
+        slide_build.build(None, tmp_path / "out", decks)
+    assert not list((tmp_path / "out" / "media").iterdir())
+
+
+def test_file_from_an_allowed_assets_folder_is_copied(tmp_path, monkeypatch):
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    sf.write(assets / "tone.wav", np.zeros(1600, dtype=np.float32), 16000)
+    monkeypatch.setattr(slide_build, "MEDIA_ROOTS", (assets,))
+    decks = _deck(tmp_path, "% title: T\n\n![a tone](file:../assets/tone.wav)\nNote: n\n")
+    result = slide_build.build(None, tmp_path / "out", decks)
+    assert (tmp_path / "out" / result.decks[0].slides[0].sounds[0]).is_file()
+
+
 # ----------------------------------------------------------------------------- the real decks
 
 def test_every_slide_has_media_or_number_and_notes(built):
