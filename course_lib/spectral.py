@@ -1,16 +1,23 @@
 """Spectral views of audio: STFT, mel spectrograms, Griffin-Lim and the multi-resolution STFT loss.
 
+The transforms are torchaudio's (``torchaudio.functional.spectrogram``, ``inverse_spectrogram``,
+``melscale_fbanks``, ``amplitude_to_DB``); this module fixes the course's conventions once, so
+numbers are comparable across notebooks, and adds what torchaudio lacks (a seeded Griffin-Lim,
+the multi-resolution STFT loss).
+
 All functions take waveforms with time last, ``(T,)``, ``(C, T)`` or ``(B, C, T)``,
 and keep the leading dimensions: a ``(B, C, T)`` batch gives ``(B, C, F, L)``
 spectrograms (F frequency or mel bins, L frames).
 
-Conventions (shared by the whole course, so numbers are comparable across notebooks):
+Conventions:
 
 * periodic Hann window of ``win_length`` (default ``n_fft``), created on the input's device and dtype;
 * ``center=True`` pads ``n_fft // 2`` samples on both sides by *reflection* (torch's default;
   librosa >= 0.10 pads with zeros by default, pass ``pad_mode="reflect"`` to compare);
   so ``L = 1 + T // hop_length``;
-* mel filters are Slaney-normalised on the Slaney mel scale, i.e. librosa's defaults.
+* mel filters are Slaney-normalised on the Slaney mel scale, i.e. librosa's defaults
+  (torchaudio's defaults are ``norm=None, mel_scale="htk"``);
+* decibels are floored ``top_db`` below the peak of each ``(F, L)`` map, as librosa does per clip.
 """
 from __future__ import annotations
 
@@ -23,20 +30,9 @@ from torch import Tensor, nn
 
 from course_lib.audio import AudioError
 
-__all__ = [
-    "stft",
-    "istft",
-    "magnitude_spectrogram",
-    "mel_filterbank",
-    "MelSpectrogram",
-    "mel_spectrogram",
-    "log_mel_spectrogram",
-    "amplitude_to_db",
-    "griffin_lim",
-    "mel_to_audio",
-    "spectral_convergence",
-    "MultiResolutionSTFTLoss",
-]
+__all__ = ["stft", "istft", "magnitude_spectrogram", "mel_filterbank", "MelSpectrogram", "mel_spectrogram",
+           "log_mel_spectrogram", "amplitude_to_db", "griffin_lim", "mel_to_audio", "spectral_convergence",
+           "MultiResolutionSTFTLoss"]
 
 
 def _window(win_length: int, like: Tensor) -> Tensor:
@@ -44,13 +40,25 @@ def _window(win_length: int, like: Tensor) -> Tensor:
     return torch.hann_window(win_length, device=like.device, dtype=dtype)
 
 
-def stft(
-    wav: Tensor,
-    n_fft: int = 1024,
-    hop_length: int = 256,
-    win_length: int | None = None,
-    center: bool = True,
-) -> Tensor:
+def _spectrogram(wav: Tensor, n_fft: int, hop_length: int, win_length: int | None, center: bool,
+                 power: float | None) -> Tensor:
+    """``torchaudio.functional.spectrogram`` with input checks: ``(..., T) -> (..., F, L)``, complex if no power."""
+    if not torch.is_tensor(wav) or not wav.is_floating_point():
+        raise AudioError(f"stft expects a float waveform tensor, got "
+                         f"{getattr(wav, 'dtype', type(wav).__name__)}; convert with wav.float().")
+    if wav.ndim == 0:
+        raise AudioError("stft expects a waveform with time last, (T,), (C, T) or (B, C, T); got a scalar.")
+    need = n_fft // 2 + 1 if center else n_fft  # reflection padding needs more samples than it pads
+    if wav.shape[-1] < need:
+        raise AudioError(f"Signal too short for the STFT: {wav.shape[-1]} samples, but n_fft={n_fft} with "
+                         f"center={center} needs at least {need}. Use a smaller n_fft or a longer (padded) signal.")
+    win_length = win_length or n_fft
+    return AF.spectrogram(wav, pad=0, window=_window(win_length, wav), n_fft=n_fft, hop_length=hop_length,
+                          win_length=win_length, power=power, normalized=False, center=center, pad_mode="reflect")
+
+
+def stft(wav: Tensor, n_fft: int = 1024, hop_length: int = 256, win_length: int | None = None,
+         center: bool = True) -> Tensor:
     """Complex short-time Fourier transform with a Hann window.
 
     Args:
@@ -63,52 +71,21 @@ def stft(
     Returns:
         ``(..., F, L)`` complex tensor.
     """
-    if not torch.is_tensor(wav) or not wav.is_floating_point():
-        raise AudioError(f"stft expects a float waveform tensor, got "
-                         f"{getattr(wav, 'dtype', type(wav).__name__)}; convert with wav.float().")
-    if wav.ndim == 0:
-        raise AudioError("stft expects a waveform with time last, (T,), (C, T) or (B, C, T); got a scalar.")
-    length = wav.shape[-1]
-    if center and length <= n_fft // 2:
-        raise AudioError(f"Signal too short for the STFT: {length} samples, but n_fft={n_fft} with center=True "
-                         f"needs more than {n_fft // 2}. Use a smaller n_fft or a longer (padded) signal.")
-    if not center and length < n_fft:
-        raise AudioError(f"Signal too short for the STFT: {length} samples < n_fft={n_fft}. "
-                         f"Use a smaller n_fft or a longer signal.")
-    win_length = win_length or n_fft
-    lead = wav.shape[:-1]
-    spec = torch.stft(wav.reshape(-1, length), n_fft, hop_length, win_length, window=_window(win_length, wav),
-                      center=center, pad_mode="reflect", return_complex=True)  # (N, F, L)
-    return spec.reshape(*lead, *spec.shape[-2:])
+    return _spectrogram(wav, n_fft, hop_length, win_length, center, power=None)
 
 
-def istft(
-    spec: Tensor,
-    n_fft: int = 1024,
-    hop_length: int = 256,
-    win_length: int | None = None,
-    center: bool = True,
-    length: int | None = None,
-) -> Tensor:
+def istft(spec: Tensor, n_fft: int = 1024, hop_length: int = 256, win_length: int | None = None,
+          center: bool = True, length: int | None = None) -> Tensor:
     """Inverse of :func:`stft` (overlap-add): ``(..., F, L)`` complex -> ``(..., T)``."""
     win_length = win_length or n_fft
-    lead = spec.shape[:-2]
-    wav = torch.istft(spec.reshape(-1, *spec.shape[-2:]), n_fft, hop_length, win_length,
-                      window=_window(win_length, spec), center=center, length=length)  # (N, T)
-    return wav.reshape(*lead, wav.shape[-1])
+    return AF.inverse_spectrogram(spec, length, pad=0, window=_window(win_length, spec), n_fft=n_fft,
+                                  hop_length=hop_length, win_length=win_length, normalized=False, center=center)
 
 
-def magnitude_spectrogram(
-    wav: Tensor,
-    n_fft: int = 1024,
-    hop_length: int = 256,
-    win_length: int | None = None,
-    center: bool = True,
-    power: float = 1.0,
-) -> Tensor:
+def magnitude_spectrogram(wav: Tensor, n_fft: int = 1024, hop_length: int = 256, win_length: int | None = None,
+                          center: bool = True, power: float = 1.0) -> Tensor:
     """``|STFT|**power``: ``(..., T) -> (..., F, L)`` with ``F = n_fft // 2 + 1`` (power 2 gives energy)."""
-    mag = stft(wav, n_fft, hop_length, win_length, center).abs()
-    return mag if power == 1.0 else mag.pow(power)
+    return _spectrogram(wav, n_fft, hop_length, win_length, center, power=power)
 
 
 # ----------------------------------------------------------------------------- mel
@@ -132,12 +109,15 @@ def _cached_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, 
 
 
 def _apply_filterbank(spec: Tensor, fb: Tensor) -> Tensor:
-    # spec (..., F_lin, L), fb (F_lin, F) -> (..., F, L)
+    # spec (..., F_lin, L), fb (F_lin, F) -> (..., F, L); the product of torchaudio.transforms.MelScale
     return torch.matmul(spec.transpose(-1, -2), fb).transpose(-1, -2)
 
 
 class MelSpectrogram(nn.Module):
     """Mel spectrogram as a module; the filterbank is a buffer, so ``.to(device)`` moves it.
+
+    Not ``torchaudio.transforms.MelSpectrogram``: that one stores its window and filterbank in
+    the state dict, which would change the keys of the shipped checkpoints (CLAP) that hold this one.
 
     ``forward``: ``(..., T)`` waveform -> ``(..., F, L)`` with ``F = n_mels``.
     """
@@ -199,33 +179,25 @@ def amplitude_to_db(x: Tensor, power: bool = False, top_db: float | None = 80.0)
     Returns:
         ``(..., F, L)`` in dB; matches ``librosa.power_to_db`` / ``librosa.amplitude_to_db`` with ``ref=1.0``.
     """
-    db = 10.0 * torch.log10(x.clamp_min(1e-10)) if power else 20.0 * torch.log10(x.clamp_min(1e-5))
-    if top_db is not None:
-        peak = db.amax(dim=(-2, -1), keepdim=True) if db.ndim >= 2 else db.amax()
-        db = torch.maximum(db, peak - top_db)
-    return db
+    multiplier, amin = (10.0, 1e-10) if power else (20.0, 1e-5)
+    # torchaudio shares one floor among the channels of a (C, F, L) input; one map per batch item keeps ours per map.
+    maps = x.reshape(-1, 1, *x.shape[-2:])  # (N, 1, F, L)
+    return AF.amplitude_to_DB(maps, multiplier, amin, db_multiplier=0.0, top_db=top_db).reshape(x.shape)
 
 
 # ----------------------------------------------------------------------------- phase reconstruction
 
 
-def griffin_lim(
-    magnitude: Tensor,
-    n_fft: int,
-    hop_length: int,
-    n_iter: int = 32,
-    momentum: float = 0.99,
-    generator: torch.Generator | None = None,
-    win_length: int | None = None,
-    length: int | None = None,
-    rand_init: bool = True,
-) -> Tensor:
+def griffin_lim(magnitude: Tensor, n_fft: int, hop_length: int, n_iter: int = 32, momentum: float = 0.99,
+                generator: torch.Generator | None = None, win_length: int | None = None, length: int | None = None,
+                rand_init: bool = True) -> Tensor:
     """Recover a waveform from an STFT magnitude (fast Griffin-Lim).
 
     Griffin & Lim (1984) alternate between the set of spectrograms with the given
     magnitude and the set of consistent spectrograms (STFTs of a signal); Perraudin
-    et al. (2013) add momentum. Same update as ``torchaudio.functional.griffinlim``
-    and ``librosa.griffinlim``, but the random initial phase comes from ``generator``.
+    et al. (2013) add momentum. The loop is ``torchaudio.functional.griffinlim``'s
+    (the tests check that they agree), written out because torchaudio draws the random
+    initial phase from the global RNG, where the course takes it from ``generator``.
 
     Args:
         magnitude: ``(..., F, L)`` non-negative ``|STFT|`` with ``F = n_fft // 2 + 1``.
@@ -244,29 +216,28 @@ def griffin_lim(
     if magnitude.shape[-2] != n_fft // 2 + 1:
         raise ValueError(f"magnitude has {magnitude.shape[-2]} frequency bins but n_fft={n_fft} gives "
                          f"{n_fft // 2 + 1}; pass the n_fft that produced it.")
-    lead, (freqs, frames) = magnitude.shape[:-2], magnitude.shape[-2:]
-    mag = magnitude.reshape(-1, freqs, frames)  # (N, F, L)
+    mag = magnitude  # (..., F, L)
     if rand_init:
         gen_device = generator.device if generator is not None else mag.device
         phase = torch.rand(mag.shape, generator=generator, device=gen_device, dtype=mag.dtype).to(mag.device)
         angles = torch.polar(torch.ones_like(mag), 2 * math.pi * phase)
     else:
         angles = torch.ones_like(mag, dtype=torch.complex128 if mag.dtype == torch.float64 else torch.complex64)
-    kw = dict(n_fft=n_fft, hop_length=hop_length, win_length=win_length)
+    kw = {"n_fft": n_fft, "hop_length": hop_length, "win_length": win_length}
     tprev = torch.zeros_like(angles)
     for _ in range(n_iter):
-        wav = istft(mag * angles, length=length, **kw)  # project onto consistent spectrograms
-        rebuilt = stft(wav, **kw)
+        rebuilt = stft(istft(mag * angles, length=length, **kw), **kw)  # project onto consistent spectrograms
         angles = rebuilt - (momentum / (1 + momentum)) * tprev  # momentum step, as torchaudio/librosa
         angles = angles / (angles.abs() + 1e-16)  # keep only the phase
         tprev = rebuilt
-    wav = istft(mag * angles, length=length, **kw)  # (N, T)
-    return wav.reshape(*lead, wav.shape[-1])
+    return istft(mag * angles, length=length, **kw)  # (..., T)
 
 
 @lru_cache(maxsize=16)
 def _cached_inverse_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None,
                                device: torch.device, dtype: torch.dtype) -> Tensor:
+    # torchaudio.transforms.InverseMelScale solves the same least-squares problem with torch.linalg.lstsq on
+    # every call, in the input's precision; the pseudo-inverse is computed once, in float64, and cached.
     fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).double()  # (F_lin, F)
     return torch.linalg.pinv(fb.T).to(device=device, dtype=dtype)  # (F_lin, F)
 
@@ -327,6 +298,7 @@ class MultiResolutionSTFTLoss(nn.Module):
     @staticmethod
     def _magnitude(wav: Tensor, n_fft: int, hop: int, win: int) -> Tensor:
         spec = stft(wav, n_fft, hop, win)
+        # floor the energy, not |S|: sqrt's gradient at 0 is infinite
         return (spec.real.square() + spec.imag.square()).clamp_min(1e-7).sqrt()  # (N, F, L)
 
     def forward(self, est: Tensor, ref: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Tests for course_lib.spectral: agreement with torch/librosa/torchaudio, Griffin-Lim, the MR-STFT loss."""
+"""Tests for course_lib.spectral: agreement with torch/librosa/torchaudio and with the values of the course's
+former hand-written implementation, Griffin-Lim, the MR-STFT loss."""
 from __future__ import annotations
 
 import math
@@ -46,6 +47,8 @@ def test_stft_matches_librosa(n_fft, hop, win):
 def test_stft_errors():
     with pytest.raises(AudioError, match="too short"):
         stft(torch.zeros(100), n_fft=1024)
+    with pytest.raises(AudioError, match="too short"):
+        stft(torch.zeros(1000), n_fft=1024, center=False)
     with pytest.raises(AudioError, match=r"\.float\(\)"):
         stft(torch.zeros(4000, dtype=torch.int16))
 
@@ -64,6 +67,7 @@ def test_mel_matches_librosa(power, n_fft, hop, n_mels, f_min, f_max):
 def test_mel_module_equals_functional_and_moves_buffer():
     module = MelSpectrogram(SR, n_fft=512, hop_length=128, n_mels=40, power=2.0)
     assert "filterbank" in dict(module.named_buffers())
+    assert not module.state_dict()  # nothing stored: checkpoints holding it (CLAP) keep their keys
     wav = _noise(2, 1, 4000)
     out = module(wav)
     assert out.shape == (2, 1, 40, 32)
@@ -83,6 +87,59 @@ def test_log_mel_and_db():
     mag = power.sqrt()
     np.testing.assert_allclose(amplitude_to_db(mag, power=False, top_db=None).numpy(),
                                librosa.amplitude_to_db(mag.numpy(), ref=1.0, top_db=None), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- same numbers as before torchaudio
+
+# Values computed with the course's own implementation before it moved to torchaudio calls (course_lib/spectral.py
+# at commit 6e6aab1), in float64 so the tolerance can be tight. They pin the conventions that torchaudio's defaults
+# do not share: reflect padding, Slaney mel scale and norm, a dB floor per (F, L) map, Griffin-Lim's seeded phase.
+_PINNED = {
+    "stft": [(-0.5178335712283355 - 2.5396351688300456e-15j), (-0.3642787657636575 - 26.17560592036675j),
+             (-0.6324477424858248 - 32.20950119734299j)],
+    "stft_edge": [(0.004943658014451093 - 7.37257477290143e-18j), (0.011836396850167128 - 0.009864626964989487j)],
+    "mel": [0.009977587671067179, 0.20903062622591734, 0.010672207821603264],
+    "mel_band": [5.058187173617385e-06, 1.4976290084924102e-06, 1.8224504273098417e-06],
+    "db": [29.8403402537163, 10.396997030155795, -10.237915900935642, -29.602399129339435,
+           29.8403402537163, 5.124647752113384, -10.237915900935642, -37.64712730151598],
+    "griffin_lim": [0.6292611786511165, 0.35142235089823803, -0.6083775914484745],
+    "mel_to_audio": [0.6205728538355157, 0.252174723890535, 0.32404438244736855],
+    "mrstft": [0.00020987403233410003],
+}
+
+
+def _pinned_output(name: str) -> torch.Tensor:
+    t = torch.arange(2048, dtype=torch.float64) / SR
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 * torch.sin(2 * math.pi * 1000 * t) + 0.1 * torch.randn(2048, generator=g, dtype=torch.float64)
+    x = torch.stack([x, 0.01 * x.flip(-1)])  # (2, T): the second clip is 40 dB quieter
+    mag = magnitude_spectrogram(x, 256, 64)  # (2, F, L)
+    seeded = {"generator": torch.Generator().manual_seed(0), "n_iter": 4}
+    if name == "stft":
+        return stft(x, 256, 64)[0, 16, [0, 1, 16]]  # 1 kHz bin; frames 0 and 1 lie in the reflected padding
+    if name == "stft_edge":
+        return stft(x, 256, 64, win_length=200)[1, 100, [0, 32]]
+    if name == "mel":
+        return mel_spectrogram(x, SR, 256, 64, n_mels=16)[0, [2, 5, 9], 10]
+    if name == "mel_band":
+        return mel_spectrogram(x, SR, 256, 64, n_mels=16, f_min=300.0, f_max=5000.0, power=2.0)[1, [0, 7, 15], 3]
+    if name == "db":  # with one floor for both clips (torchaudio's default for (C, F, L)) the quiet clip would differ
+        db = torch.stack([amplitude_to_db(mag, top_db=20.0), amplitude_to_db(mag**2, power=True)])  # (2, 2, F, L)
+        return db[..., [16, 100], 5].flatten()
+    if name == "griffin_lim":
+        return griffin_lim(mag[0], 256, 64, length=2048, **seeded)[[100, 1000, 2000]]
+    if name == "mel_to_audio":
+        return mel_to_audio(mel_spectrogram(x[0], SR, 256, 64, n_mels=40), SR, 256, 64, **seeded)[[100, 1000, 1900]]
+    if name == "mrstft":
+        loss_fn = MultiResolutionSTFTLoss((128, 256), (32, 64), (128, 200))
+        return loss_fn(x[None, :1] + 0.01 * x[None, 1:], x[None, :1]).reshape(1)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", list(_PINNED))
+def test_same_numbers_as_the_former_implementation(name):
+    out = _pinned_output(name)
+    torch.testing.assert_close(out, torch.tensor(_PINNED[name], dtype=out.dtype), rtol=1e-7, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- Griffin-Lim
