@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-__version__ = "0.1.0"
+from course_lib._version import __version__
 __all__ = ["get_device", "seed_everything", "profile", "show_setup", "Profile", "PROFILES", "__version__"]
 
 
@@ -115,8 +115,6 @@ def profile(name: str | None = None) -> Profile:
 
 def show_setup() -> str:
     """One line a notebook's set-up cell prints: versions, device, profile and the data sources found."""
-    from course_lib.data import sources_found  # late import: keeps `import course_lib` light
-
     prof = profile()
     found = {k: v for k, v in sources_found().items() if v}
     line = (f"course_lib {__version__} | torch {torch.__version__} | device {get_device()} | "
@@ -124,3 +122,7 @@ def show_setup() -> str:
             f"data: {', '.join(f'{k}={v}' for k, v in found.items())}")
     print(line)
     return line
+
+
+# At the end: the data package needs nothing from this file, and show_setup needs it.
+from course_lib.data import sources_found  # noqa: E402

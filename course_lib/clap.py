@@ -17,8 +17,9 @@ Wu, Chen et al. 2023, LAION-CLAP).
     t = model.embed_text(["a dog barks"])           # (1, D), unit norm
     similarity = a @ t.T
 
-The second half of the file trains and measures it: ``prepare`` / ``fit`` / ``evaluate`` and
-the command line (``course-lib train clap``, ``course-lib eval clap``, ``course-lib bench clap``).
+The second half of the file trains and measures it: ``prepare`` / ``fit`` / ``evaluate``. The
+command line (``course-lib train|eval clap``) and the zero-shot prompts of SynthWorld's classes
+live in :mod:`course_lib.recipes.clap`; the real LAION-CLAP in :mod:`course_lib.external.laion`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import functools
 import math
 import re
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
@@ -35,12 +37,12 @@ from torch import Tensor, nn
 
 from course_lib import checkpoint, spectral
 from course_lib.audio import check_audio
+from course_lib.train import TrainConfig, Trainer, TrainResult
 
 __all__ = [
-    "ClapConfig", "PRESETS", "preset", "Clap", "tokenize", "contrastive_loss", "ContrastiveLoss",
+    "ClapConfig", "PRESETS", "Clap", "tokenize", "contrastive_loss", "ContrastiveLoss",
     "zero_shot_classify", "ZeroShotResult", "retrieval_metrics", "RetrievalMetrics", "load_pretrained",
-    "TEXT_TOWERS", "MiniLMUnavailable", "ClapData", "prepare", "class_prompts", "fit", "embed_all", "evaluate",
-    "train_cli", "eval_cli", "bench",
+    "TEXT_TOWERS", "MiniLMUnavailable", "ClapData", "prepare", "ClapLosses", "fit", "embed_all", "evaluate",
 ]
 
 TEXT_TOWERS = ("minilm", "scratch")
@@ -73,6 +75,12 @@ class ClapConfig:
         if self.text_width % self.text_heads:
             raise ValueError(f"text_width ({self.text_width}) must be divisible by text_heads ({self.text_heads}).")
 
+    @staticmethod
+    def preset(name: str) -> ClapConfig:
+        """Named sizes: ``tiny`` (smoke profile), ``small`` (cpu, shipped), ``base`` (gpu); change fields
+        with ``dataclasses.replace(ClapConfig.preset("tiny"), text_towers=("scratch",))``."""
+        return checkpoint.preset(PRESETS, name, "CLAP")
+
 
 PRESETS: dict[str, ClapConfig] = {
     "tiny": ClapConfig(channels=(8, 16, 32), embed_dim=64, vocab_size=1024, text_width=64, text_layers=1),
@@ -81,17 +89,10 @@ PRESETS: dict[str, ClapConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> ClapConfig:
-    """The config for a profile's ``model_scale`` ("tiny", "small", "base"), with overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown CLAP preset {name!r}; choose one of {sorted(PRESETS)} (profile().model_scale).")
-    return replace(PRESETS[name], **overrides)
-
-
 # ----------------------------------------------------------------------------- text input
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError(f"embed_text expects a list of strings, got one string; wrap it: [{texts!r}].")
     texts = list(texts)
@@ -120,7 +121,7 @@ def tokenize(texts: Sequence[str], vocab_size: int, max_tokens: int) -> tuple[Te
     Returns:
         ids ``(B, N)`` int64 and mask ``(B, N)`` bool (True at real tokens).
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     rows = [[1] + [2 + zlib.crc32(w.encode()) % (vocab_size - 2) for w in _WORD.findall(t.lower())]
             for t in texts]
     n = min(max_tokens, max(len(r) for r in rows))
@@ -219,7 +220,7 @@ class PretrainedTextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> Tensor:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             feats = _minilm().encode(missing, batch_size=128, convert_to_tensor=True, show_progress_bar=False)
@@ -271,8 +272,8 @@ class Clap(nn.Module):
 
     def log_mel(self, wav: Tensor, sample_rate: int | None = None) -> Tensor:
         """Validated ``(B, 1, T)`` waveform -> log-mel ``(B, F, L)``."""
-        check_audio(wav, sample_rate=sample_rate, expected_sample_rate=self.sample_rate, ndim=3, channels=1,
-                    min_samples=self.config.n_fft, allow_silent=True, name="CLAP audio input")
+        wav = check_audio(wav, sample_rate=sample_rate, expected_sample_rate=self.sample_rate, ndim=3, channels=1,
+                          min_samples=self.config.n_fft, allow_silent=True, name="CLAP audio input")
         return torch.log(self.mel(wav[:, 0]).clamp_min(1e-5))     # (B, F, L)
 
     def embed_log_mel(self, log_mel: Tensor) -> Tensor:
@@ -294,7 +295,7 @@ class Clap(nn.Module):
     def embed_text(self, texts: Sequence[str], tower: str | None = None) -> Tensor:
         """Captions -> unit-norm embeddings ``(B, D)`` from ``tower`` (default: the config's first)."""
         tower = self._tower(tower)
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         return F.normalize(self.text_projs[tower](self.text_encoders[tower](texts)), dim=-1)
 
     def similarity(self, wav: Tensor, texts: Sequence[str], tower: str | None = None) -> Tensor:
@@ -404,14 +405,110 @@ def retrieval_metrics(query_emb: Tensor, item_emb: Tensor, relevant: Tensor | No
                             float(ap.mean()))
 
 
-# Training, evaluation and the CLI live in clap_train.py (kept separate to stay readable).
-_FROM_CLAP_TRAIN = frozenset({"ClapData", "prepare", "class_prompts", "fit", "embed_all", "evaluate",
-    "train_cli", "eval_cli", "bench"})
+# ----------------------------------------------------------------------------- training and evaluation
+class ClapData(NamedTuple):
+    """Clips ready for training: log-mels computed once (they need no gradient)."""
+
+    log_mel: Tensor         # (N, F, L)
+    captions: list[str]
+    labels: Tensor          # (N,) int64 class index into ``classes``
+    classes: list[str]
 
 
-def __getattr__(name: str):
-    """Re-export clap_train's API lazily, so either module can be imported first."""
-    if name in _FROM_CLAP_TRAIN:
-        from course_lib import clap_train
-        return getattr(clap_train, name)
-    raise AttributeError(f"module 'course_lib.clap' has no attribute {name!r}")
+@torch.no_grad()
+def prepare(model: Clap, dataset, batch_size: int = 256) -> ClapData:
+    """Log-mels, captions and labels of every clip of a :class:`~course_lib.data.SynthWorld`."""
+    device = model.mel.filterbank.device
+    mels, captions, labels = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        b = dataset.examples(range(start, min(start + batch_size, len(dataset))))
+        mels.append(model.log_mel(b.audio.to(device), dataset.sample_rate).cpu())       # (B, F, L)
+        captions += b.caption
+        labels.append(b.label)
+    return ClapData(torch.cat(mels), captions, torch.cat(labels), list(dataset.classes))
+
+
+class ClapLosses(NamedTuple):
+    loss: Tensor                    # mean over the text towers
+    loss_minilm: Tensor | None      # symmetric InfoNCE of each tower (None when the model lacks it)
+    loss_scratch: Tensor | None
+
+
+def fit(model: Clap, data: ClapData, *, steps: int, time_budget_s: float | None = None,
+        generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
+        batch_size: int = 64, lr: float = 2e-3, settings: dict | None = None, progress: bool = True) -> TrainResult:
+    """Train every text tower of ``model`` jointly with the shared audio tower (AdamW, warm-up + cosine).
+
+    Each step draws a batch without replacement (a fresh permutation per epoch), embeds the
+    clips once and sums one symmetric InfoNCE loss per text tower. Identical captions in a
+    batch count as positives of each other.
+    """
+    if batch_size > len(data.captions):
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(data.captions)} training clips; "
+                         f"use more clips or a smaller batch.")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
+    device = model.mel.filterbank.device
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    base_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    trainer = Trainer({"clap": model}, {"adamw": opt},
+                      TrainConfig(max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir,
+                                  progress=progress, settings=settings), {"cosine": sched})
+    per_epoch = len(data.captions) // batch_size
+
+    def step_fn(step: int) -> ClapLosses:
+        epoch, k = divmod(step, per_epoch)
+        perm = torch.randperm(len(data.captions), generator=torch.Generator().manual_seed(base_seed + epoch))
+        idx = perm[k * batch_size:(k + 1) * batch_size]
+        captions = [data.captions[i] for i in idx.tolist()]
+        positives = torch.tensor([[a == b for b in captions] for a in captions])
+        audio_emb = model.embed_log_mel(data.log_mel[idx].to(device))                   # (B, D)
+        losses = {t: contrastive_loss(audio_emb, model.embed_text(captions, t), model.scale(t), positives).loss
+                  for t in model.config.text_towers}
+        total = sum(losses.values()) / len(losses)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return ClapLosses(total.detach(), *(losses[t].detach() if t in losses else None for t in TEXT_TOWERS))
+
+    trainer.fit(step_fn)
+    return trainer.result(model.eval())
+
+
+@torch.no_grad()
+def embed_all(model: Clap, data: ClapData, batch_size: int = 256, tower: str | None = None) -> tuple[Tensor, Tensor]:
+    """Audio and caption embeddings ``(N, D)`` of every clip, in eval mode."""
+    device = model.mel.filterbank.device
+    audio = torch.cat([model.embed_log_mel(data.log_mel[i:i + batch_size].to(device))
+                       for i in range(0, len(data.captions), batch_size)])
+    text = torch.cat([model.embed_text(data.captions[i:i + batch_size], tower)
+                      for i in range(0, len(data.captions), batch_size)])
+    return audio, text
+
+
+@torch.no_grad()
+def evaluate(model: Clap, data: ClapData, prompts: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Zero-shot top-1 (prompt ensembles, one list per class of ``data.classes``) and retrieval, per text tower.
+
+    ``prompts`` for SynthWorld's classes: :func:`course_lib.recipes.clap.class_prompts` (held-out templates).
+    """
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {"clips": len(data.captions), "classes": len(data.classes)}
+    for t in model.config.text_towers:
+        audio, text = embed_all(model, data, tower=t)
+        zs = zero_shot_classify(model, audio, prompts, t)
+        out[f"{t}/zero_shot_top1"] = float((zs.prediction.cpu() == data.labels).float().mean())
+        # Identical captions are equally right answers (SynthWorld repeats simple captions).
+        ids = torch.tensor([hash(c) for c in data.captions])
+        same = (ids[:, None] == ids[None, :]).to(audio.device)                       # (N, N)
+        for name, m in (("text_to_audio", retrieval_metrics(text, audio, same)),
+                        ("audio_to_text", retrieval_metrics(audio, text, same))):
+            out.update({f"{t}/{name}_{k}": round(v, 4) for k, v in m._asdict().items()})
+        out[f"{t}/zero_shot_top1"] = round(out[f"{t}/zero_shot_top1"], 4)
+    model.train(was_training)
+    return out

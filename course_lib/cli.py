@@ -6,8 +6,9 @@
     course-lib eval MODEL [ARGS...]    metrics as JSON
     course-lib generate MODEL [ARGS...]
 
-Each model module (``course_lib.<MODEL>``) provides ``train_cli(argv)``, ``eval_cli(argv)``,
-``generate_cli(argv)`` and ``bench()``; this file only dispatches.
+Each family's recipe (``course_lib.recipes.<MODEL>``) provides ``train_cli(argv)``, ``eval_cli(argv)``,
+``bench()`` and, where the model generates, ``generate_cli(argv)``; this file only dispatches.
+Under ``torchrun --nproc_per_node=N -m course_lib train MODEL ...`` the same command trains with DDP.
 """
 from __future__ import annotations
 
@@ -17,37 +18,33 @@ import importlib.util
 import json
 import platform
 import sys
-import time
 
+import numpy
 import torch
+import torchaudio
 
 import course_lib
-from course_lib import get_device, profile
+from course_lib import checkpoint, data, get_device, profile, spectral
+from course_lib.recipes.common import best_time
 
 # Model families in course order. A family appears in `bench` and `info` once its module exists.
 MODELS = ("wavegan", "codec", "jukebox", "audiolm", "clap", "audioldm")
 
 
-def _model_module(name: str):
+def _recipe(name: str):
     if name not in MODELS:
         raise SystemExit(f"Unknown model {name!r}. Choose one of: {', '.join(MODELS)}.")
-    try:
-        return importlib.import_module(f"course_lib.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"course_lib.{name}":
-            raise SystemExit(f"The model family {name!r} is not part of this version of the course yet.") from e
-        raise
+    if importlib.util.find_spec(f"course_lib.recipes.{name}") is None:
+        raise SystemExit(f"The model family {name!r} is not part of this version of the course yet.")
+    return importlib.import_module(f"course_lib.recipes.{name}")
 
 
 def _available_models() -> list[str]:
-    return [m for m in MODELS if importlib.util.find_spec(f"course_lib.{m}") is not None]
+    return [m for m in MODELS if importlib.util.find_spec(f"course_lib.recipes.{m}") is not None]
 
 
 def info() -> dict:
     """Versions, device, profile, data sources and shipped checkpoints."""
-    from course_lib import checkpoint, data
-    import numpy
-    import torchaudio
     prof = profile()
     root = checkpoint.checkpoint_root()
     return {
@@ -67,21 +64,10 @@ def info() -> dict:
     }
 
 
-def _time_it(fn, repeat: int = 5) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def bench_core() -> dict:
     """Speed of the shared primitives (CPU, current thread count)."""
-    from course_lib import data, spectral
     wav = torch.randn(16, 1, 16_000)
-    mel_s = _time_it(lambda: spectral.mel_spectrogram(wav, 16_000, n_fft=1024, hop_length=256, n_mels=80))
+    mel_s = best_time(lambda: spectral.mel_spectrogram(wav, 16_000, n_fft=1024, hop_length=256, n_mels=80))
     return {
         "synthworld_clips_per_s_1thread": round(data.bench_synthworld(), 1),
         "mel_spectrogram_ms_per_1s_clip": round(1000 * mel_s / 16, 3),
@@ -91,7 +77,7 @@ def bench_core() -> dict:
 def bench(models: list[str] | None = None) -> dict:
     results = {"device": "cpu", "threads": torch.get_num_threads(), "core": bench_core()}
     for name in models or _available_models():
-        module = _model_module(name)
+        module = _recipe(name)
         if hasattr(module, "bench"):
             results[name] = module.bench()
     return results
@@ -114,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     elif ns.command == "bench":
         print(json.dumps(bench(ns.models or None), indent=2))
     else:
-        module = _model_module(ns.model)
+        module = _recipe(ns.model)
         fn = getattr(module, f"{ns.command}_cli", None)
         if fn is None:
             raise SystemExit(f"`course-lib {ns.command} {ns.model}` is not available for this model.")

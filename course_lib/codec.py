@@ -18,28 +18,32 @@ Example:
     >>> codec.decode(codes).shape
     torch.Size([1, 1, 16000])
 
-Training, evaluation, the optional multi-scale STFT discriminator and the command line
-(``course-lib train|eval|bench codec``) live in :mod:`course_lib.codec_train`, re-exported here.
+Data preparation, evaluation reports (with Opus beside the codec) and the command line
+(``course-lib train|eval codec``) live in :mod:`course_lib.recipes.codec`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib import Profile, checkpoint
+from course_lib import checkpoint
 from course_lib.audio import check_audio, resample
-from course_lib.quantize import ResidualVectorQuantizer, bits_per_second
+from course_lib.metrics import multiscale_mel_distance, si_sdr
+from course_lib.nn import MultiScaleSTFTDiscriminator, PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
+from course_lib.quantize import ResidualVectorQuantizer, bits_per_second, codebook_stats
 from course_lib.spectral import MultiResolutionSTFTLoss, mel_spectrogram
+from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distribute, init_distributed, rank_generator,
+                              unwrap)
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "load_pretrained",
-           "PRESETS", "train_cli", "eval_cli", "bench", "MultiScaleSTFTDiscriminator", "CodecMetrics", "TrainResult",
-           "fit", "evaluate", "evaluation_report", "load_clips", "random_batch", "speed_perturb"]
+           "PRESETS", "random_batch", "fit", "evaluate", "CodecMetrics"]
 
 
 _ACTIVATIONS = {"elu": nn.ELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
@@ -92,15 +96,8 @@ class CodecConfig:
 
     @staticmethod
     def preset(name: str) -> CodecConfig:
-        """Named sizes: ``tiny`` (smoke tests), ``small`` (cpu, shipped checkpoints), ``base`` (gpu)."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown codec preset {name!r}; choose one of {sorted(PRESETS)}.")
-        return PRESETS[name]
-
-    @staticmethod
-    def for_profile(prof: Profile) -> CodecConfig:
-        """The preset matching a course profile's ``model_scale``."""
-        return CodecConfig.preset(prof.model_scale)
+        """Named sizes: ``tiny`` (smoke profile), ``small`` (cpu, shipped checkpoints), ``base`` (gpu)."""
+        return checkpoint.preset(PRESETS, name, "codec")
 
 
 PRESETS: dict[str, CodecConfig] = {
@@ -110,70 +107,34 @@ PRESETS: dict[str, CodecConfig] = {
 }
 
 
-# ----------------------------------------------------------------------------- building blocks
+# ----------------------------------------------------------------------------- encoder and decoder
 def _act(cfg: CodecConfig) -> nn.Module:
     return _ACTIVATIONS[cfg.activation]()
 
 
-class Conv(nn.Module):
-    """Conv1d that keeps ``T -> T / stride`` for T a multiple of stride; causal pads only the past."""
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 causal: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride=stride, dilation=dilation)
-        total = (kernel_size - 1) * dilation - (stride - 1)
-        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, self.pad))
-
-
-class ConvTranspose(nn.Module):
-    """Transposed conv with kernel 2*stride: ``L -> L * stride``; causal trims only the future."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, causal: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride=stride)
-        self.trim = (0, stride) if causal else (stride // 2, stride - stride // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        return y[..., self.trim[0]: y.shape[-1] - self.trim[1]]
-
-
-class ResidualUnit(nn.Module):
-    """act -> dilated conv (kernel 7) -> act -> 1x1 conv, plus the input (SoundStream Fig. 3)."""
-
-    def __init__(self, channels: int, dilation: int, cfg: CodecConfig) -> None:
-        super().__init__()
-        self.block = nn.Sequential(_act(cfg), Conv(channels, channels, cfg.kernel_size, dilation=dilation,
-                                                   causal=cfg.causal),
-                                   _act(cfg), Conv(channels, channels, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+def _unit(channels: int, dilation: int, cfg: CodecConfig) -> ResidualUnit:
+    return ResidualUnit(channels, dilation, cfg.kernel_size, cfg.causal, activation=_ACTIVATIONS[cfg.activation])
 
 
 def _encoder(cfg: CodecConfig) -> nn.Sequential:
     c = cfg.channels
-    layers: list[nn.Module] = [Conv(1, c, cfg.kernel_size, causal=cfg.causal)]
+    layers: list[nn.Module] = [PaddedConv1d(1, c, cfg.kernel_size, causal=cfg.causal)]
     for s in cfg.strides:                    # (B, c, T) -> (B, 2c, T / s)
-        layers += [ResidualUnit(c, d, cfg) for d in cfg.dilations]
-        layers += [_act(cfg), Conv(c, 2 * c, 2 * s, stride=s, causal=cfg.causal)]
+        layers += [_unit(c, d, cfg) for d in cfg.dilations]
+        layers += [_act(cfg), PaddedConv1d(c, 2 * c, 2 * s, stride=s, causal=cfg.causal)]
         c *= 2
-    layers += [_act(cfg), Conv(c, cfg.latent_dim, 3, causal=cfg.causal)]
+    layers += [_act(cfg), PaddedConv1d(c, cfg.latent_dim, 3, causal=cfg.causal)]
     return nn.Sequential(*layers)
 
 
 def _decoder(cfg: CodecConfig) -> nn.Sequential:
     c = cfg.channels * 2 ** len(cfg.strides)
-    layers: list[nn.Module] = [Conv(cfg.latent_dim, c, cfg.kernel_size, causal=cfg.causal)]
+    layers: list[nn.Module] = [PaddedConv1d(cfg.latent_dim, c, cfg.kernel_size, causal=cfg.causal)]
     for s in reversed(cfg.strides):          # (B, c, L) -> (B, c/2, L * s)
-        layers += [_act(cfg), ConvTranspose(c, c // 2, s, causal=cfg.causal)]
+        layers += [_act(cfg), PaddedConvTranspose1d(c, c // 2, s, causal=cfg.causal)]
         c //= 2
-        layers += [ResidualUnit(c, d, cfg) for d in cfg.dilations]
-    layers += [_act(cfg), Conv(c, 1, cfg.kernel_size, causal=cfg.causal)]
+        layers += [_unit(c, d, cfg) for d in cfg.dilations]
+    layers += [_act(cfg), PaddedConv1d(c, 1, cfg.kernel_size, causal=cfg.causal)]
     return nn.Sequential(*layers)
 
 
@@ -322,8 +283,8 @@ def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = No
             slightly muffled audio and trains several times faster on a CPU. The mel term is
             the main driver of perceived quality either way.
     """
-    cfg = model.config
-    out = model(wav, generator=generator)
+    cfg = unwrap(model).config
+    out = model(wav, generator=generator)                           # through DDP's forward when distributed
     l_wave = (out.audio - wav).abs().mean()
     l_stft = _STFT_LOSS(out.audio, wav)
     l_mel = mel_loss(out.audio, wav, cfg.sample_rate)
@@ -334,16 +295,142 @@ def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = No
     return CodecLosses(total, l_wave, l_stft, l_mel, out.commit_loss, l_adv, l_feat)
 
 
-# Data, training (with the optional adversarial loss), evaluation and the CLI live in
-# codec_train.py, so that each file reads in one sitting.
-_FROM_CODEC_TRAIN = frozenset({"CodecMetrics", "MultiScaleSTFTDiscriminator", "TrainResult", "bench",
-    "eval_cli", "evaluate", "evaluation_report", "fit", "load_clips", "random_batch", "speed_perturb",
-    "train_cli"})
+# ----------------------------------------------------------------------------- training
+def random_batch(clips: list[Tensor], batch_size: int, length: int,
+                 generator: torch.Generator | None = None, level: str = "peak") -> Tensor:
+    """(B, 1, length) random crops (zero-padded when a clip is shorter) at a random level.
+
+    Args:
+        level: ``"peak"`` sets each clip's peak to a random 0.3 .. 1 (every batch is loud);
+            ``"natural"`` keeps the recording's own level and changes it by a random -6 .. +6 dB
+            (peaks capped at 1), so the codes are spent on the levels the test takes have.
+    """
+    if level not in ("peak", "natural"):
+        raise ValueError(f"level must be 'peak' or 'natural', got {level!r}.")
+    idx = torch.randint(0, len(clips), (batch_size,), generator=generator).tolist()
+    out = torch.zeros(batch_size, 1, length)
+    peaks = torch.ones(batch_size, 1, 1)
+    for b, i in enumerate(idx):
+        c = clips[i]
+        start = int(torch.randint(0, max(1, c.shape[-1] - length + 1), (1,), generator=generator))
+        piece = c[..., start:start + length]
+        peaks[b] = c.abs().max().clamp(min=1e-4)                    # the clip's peak, not the crop's
+        out[b, :, : piece.shape[-1]] = piece / peaks[b]
+    if level == "peak":
+        gain = 0.3 + 0.7 * torch.rand(batch_size, 1, 1, generator=generator)
+    else:
+        db = 12.0 * torch.rand(batch_size, 1, 1, generator=generator) - 6.0
+        gain = (peaks * 10.0 ** (db / 20.0)).clamp(max=1.0)
+    return out * gain
 
 
-def __getattr__(name: str):
-    """Re-export codec_train's API lazily, so either module can be imported first."""
-    if name in _FROM_CODEC_TRAIN:
-        from course_lib import codec_train
-        return getattr(codec_train, name)
-    raise AttributeError(f"module 'course_lib.codec' has no attribute {name!r}")
+def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float | None = None,
+        generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
+        batch_size: int = 16, crop_s: float = 0.5, lr: float = 1e-3, adversarial: bool = False,
+        level: str = "peak", mixed_precision: bool = False, settings: dict | None = None,
+        progress: bool = True, log_every: int = 10) -> TrainResult:
+    """Train ``model`` (on its device) on random crops of ``clips``; resumable via ``checkpoint_dir``/last.pt.
+
+    AdamW (betas 0.8, 0.99) with a cosine decay to 10% of ``lr``, gradients clipped at 10. Under
+    ``torchrun`` every process trains on its own batches and DDP averages the gradients; the EMA
+    codebooks sum their statistics over processes (:mod:`course_lib.quantize`).
+
+    Args:
+        clips: training clips ``(1, T_i)`` of any lengths at ``model.sample_rate``.
+        steps: total optimisation steps (resumed steps count).
+        generator: every random draw (crops, gains, quantizer dropout); checkpointed with the run.
+        adversarial: add a :class:`~course_lib.nn.MultiScaleSTFTDiscriminator` (Adam 3e-4, betas
+            (0.5, 0.9)), one discriminator step per codec step, as in SoundStream.
+        level: loudness of the training crops, see :func:`random_batch`.
+        mixed_precision: bfloat16 autocast for the forward passes (``Profile.mixed_precision``).
+        settings: what a resumed run must share with this one (refused otherwise).
+
+    Returns:
+        A :class:`~course_lib.train.TrainResult`; ``stopped_by`` says whether it finished.
+    """
+    if steps < 1 or batch_size < 1 or crop_s <= 0:
+        raise ValueError(f"steps, batch_size and crop_s must be positive, got {steps}, {batch_size}, {crop_s}.")
+    if not clips:
+        raise ValueError("No training clips: check the data source (e.g. course-lib info lists what was found).")
+    # Decaying synthetic sounds contain subnormal floats (|x| < 1e-38); CPU convolutions on them run
+    # 10-100x slower. Flushing them to zero is a process-wide CPU flag, set here for the training run.
+    torch.set_flush_denormal(True)
+    init_distributed()
+    device = next(model.parameters()).device
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    net = distribute(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    modules, optimizers = {"codec": model}, {"opt": opt}
+    disc = None
+    if adversarial:
+        disc = MultiScaleSTFTDiscriminator().to(device)
+        modules["discriminator"] = disc
+        optimizers["disc_opt"] = torch.optim.Adam(disc.parameters(), lr=3e-4, betas=(0.5, 0.9))
+    trainer = Trainer(modules, optimizers, TrainConfig(
+        max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
+        progress=progress, settings=settings), schedulers={"lr": sched}, generators={"batches": generator})
+    gen = rank_generator(generator)
+    length = int(crop_s * model.sample_rate) // model.hop_length * model.hop_length
+    if length < model.hop_length:
+        raise ValueError(f"crop_s={crop_s} is shorter than one codec frame ({model.hop_length} samples).")
+    fakes: list[Tensor] = []
+
+    def adversary(fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+        fakes[:] = [fake.detach()]                                 # reused by the discriminator step
+        return disc.generator_losses(fake, real)
+
+    def step_fn(step: int) -> CodecLosses:
+        wav = random_batch(clips, batch_size, length, gen, level).to(device)
+        with autocast(device, mixed_precision):
+            losses = codec_loss(net, wav, gen, adversary if disc is not None else None)
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        if disc is not None:
+            with autocast(device, mixed_precision):
+                d_loss = disc.discriminator_loss(fakes[0], wav)
+            optimizers["disc_opt"].zero_grad(set_to_none=True)   # also drops the codec step's grads
+            d_loss.backward()
+            optimizers["disc_opt"].step()
+        return CodecLosses(*(x.detach().float() for x in losses))
+
+    def log(step: int, tr: Trainer) -> None:                       # a plain log line when there is no bar
+        rec = tr.history.records[-1]
+        print(f"step {step} t={rec['time_s']:.0f}s total={rec['total']:.3f} mel={rec['mel']:.2f} dB "
+              f"stft={rec['stft']:.3f}", flush=True)
+
+    trainer.fit(step_fn, callback=None if progress else log, callback_every=50)
+    return trainer.result(model.eval())
+
+
+# ----------------------------------------------------------------------------- evaluation
+class CodecMetrics(NamedTuple):
+    num_quantizers: int
+    bitrate: float           # bits per second
+    mel_distance: float      # dB, multi-scale mel distance (lower is better)
+    si_sdr: float            # dB (higher is better)
+    usage: list[float]       # per quantizer, fraction of codes used on the clips
+    perplexity: list[float]  # per quantizer
+    dead: list[int]          # per quantizer, codes never used
+
+
+@torch.no_grad()
+def evaluate(model: Codec, clips: list[Tensor], num_quantizers: int | None = None) -> CodecMetrics:
+    """Metrics of ``decode(encode(clip))`` averaged over clips (1, T); codebook stats over all frames."""
+    model.eval()
+    q = num_quantizers or model.num_quantizers
+    mels, sdrs, codes = [], [], []
+    for clip in clips:
+        x = clip[None]                                              # (1, 1, T)
+        c = model.encode(x, q)
+        y = model.decode(c)[..., : x.shape[-1]]
+        mels.append(float(multiscale_mel_distance(y, x, model.sample_rate)[0]))
+        sdrs.append(float(si_sdr(y, x).mean()))
+        codes.append(c)
+    stats = codebook_stats(torch.cat(codes, -1), model.config.codebook_size)
+    return CodecMetrics(q, model.bitrate(q), sum(mels) / len(mels), sum(sdrs) / len(sdrs),
+                        [round(float(u), 4) for u in stats.usage], [round(float(p), 1) for p in stats.perplexity],
+                        [int(d) for d in stats.dead])

@@ -32,7 +32,7 @@ from course_lib.metrics import frechet_distance, inception_score
 from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["ClassifierConfig", "AudioClassifier", "train_classifier", "load_classifier", "ClassifierOutput",
-           "GanMetrics", "gan_metrics", "noise_bursts", "evaluate_wavegan"]
+           "GanMetrics", "gan_metrics", "noise_bursts"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class AudioClassifier(nn.Module):
         super().__init__()
         if len(cfg.classes) < 2:
             raise ValueError(f"The classifier needs at least 2 classes, got {cfg.classes!r}.")
-        self.cfg = cfg
+        self.config = cfg
         C = cfg.channels
         self.norm = nn.BatchNorm1d(cfg.n_mels)
         self.convs = nn.Sequential(
@@ -69,7 +69,7 @@ class AudioClassifier(nn.Module):
         self.head = nn.Linear(cfg.embedding_dim, len(cfg.classes))
 
     def forward(self, wav: Tensor) -> ClassifierOutput:
-        c = self.cfg
+        c = self.config
         x = log_mel_spectrogram(wav[:, 0], c.sample_rate, c.n_fft, c.hop_length, c.n_mels)  # (B, F, L)
         h = self.convs(self.norm(x))                                                      # (B, C, L / 4)
         e = F.relu(self.embed(torch.cat([h.mean(-1), h.amax(-1)], dim=1)))                # (B, D)
@@ -153,7 +153,7 @@ def gan_metrics(clf: AudioClassifier, generated: Tensor, test: Tensor, test_labe
     """All metrics for ``generated (N, 1, T)`` against real ``test`` and ``train`` clips."""
     g, t, tr = clf.predict(generated), clf.predict(test), clf.predict(train)
     pg, pt = g.logits.softmax(-1), t.logits.softmax(-1)
-    counts = torch.bincount(pg.argmax(-1), minlength=len(clf.cfg.classes)).float() / len(pg)
+    counts = torch.bincount(pg.argmax(-1), minlength=len(clf.config.classes)).float() / len(pg)
     n = min(len(tr.embedding), len(t.embedding))
     is_g, is_t = inception_score(pg), inception_score(pt)
     return GanMetrics(
@@ -161,7 +161,7 @@ def gan_metrics(clf: AudioClassifier, generated: Tensor, test: Tensor, test_labe
         frechet=round(frechet_distance(g.embedding, t.embedding), 4),
         frechet_train_vs_test=round(frechet_distance(tr.embedding[:n], t.embedding[:n]), 4),
         classes_generated=int((counts >= 0.01).sum()),
-        class_fractions={c: round(float(f), 4) for c, f in zip(clf.cfg.classes, counts)},
+        class_fractions={c: round(float(f), 4) for c, f in zip(clf.config.classes, counts)},
         mean_confidence=round(float(pg.amax(-1).mean()), 4),
         nn_distance_generated=round(float(torch.cdist(g.embedding, tr.embedding).amin(1).median()), 4),
         nn_distance_test=round(float(torch.cdist(t.embedding, tr.embedding).amin(1).median()), 4),
@@ -176,24 +176,3 @@ def noise_bursts(n: int, length: int, sample_rate: int = 16_000, generator: torc
     level = 0.3 + 0.6 * torch.rand(n, 1, 1, generator=generator)
     x = torch.randn(n, 1, length, generator=generator) * torch.exp(-t / tau)
     return (x / x.abs().amax(-1, keepdim=True) * level).clamp(-1, 1)
-
-
-def evaluate_wavegan(model, clf: AudioClassifier, data: str = "synthworld-drums", n: int = 512, seed: int = 0,
-                     train_clips: Tensor | None = None) -> dict:
-    """The card's metrics: generated vs the real test split, plus a noise-burst reference row.
-
-    Deterministic for a given checkpoint, classifier, ``n`` and ``seed``.
-    """
-    from course_lib.wavegan import load_clips
-    c = model.cfg
-    test = load_clips(data, "test", n, c.slice_length, c.sample_rate, seed)
-    if train_clips is None:
-        train_clips = load_clips(data, "train", None, c.slice_length, c.sample_rate, seed).audio
-    generated = model.generate(n, torch.Generator().manual_seed(seed + 1)).cpu()
-    m = gan_metrics(clf, generated, test.audio, test.labels, train_clips)
-    noise = gan_metrics(clf, noise_bursts(n, c.slice_length, c.sample_rate, torch.Generator().manual_seed(seed + 2)),
-                        test.audio, test.labels, train_clips)
-    out = m._asdict()
-    out.update({"noise_inception_score": noise.inception_score, "noise_frechet": noise.frechet,
-                "eval_clips": n, "test_clips": len(test.audio)})
-    return out

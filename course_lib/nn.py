@@ -7,20 +7,24 @@ and by notebook 01, which measures each claim:
 - :func:`same_padding`: the symmetric padding that keeps the length of a stride-1 conv.
 - :func:`receptive_field`: the analytic receptive field of a conv stack.
 - :func:`measured_receptive_field`: the same number, measured with gradients.
-- :class:`ResidualUnit`: the dilated residual unit of SEANet / SoundStream / EnCodec.
+- :class:`PaddedConv1d`, :class:`PaddedConvTranspose1d`: convs that map ``T -> T / s`` and
+  ``L -> L * s`` exactly, causal or centred.
+- :class:`ResidualUnit`: the dilated residual unit of SEANet / SoundStream / EnCodec (activation=).
+- :class:`MultiScaleSTFTDiscriminator`: EnCodec's adversary over complex STFTs.
 
 Shapes follow the package legend: B batch, C channels, T samples.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CausalConv1d", "same_padding", "conv_output_length", "receptive_field",
-           "measured_receptive_field", "ResidualUnit"]
+           "measured_receptive_field", "PaddedConv1d", "PaddedConvTranspose1d", "ResidualUnit",
+           "STFTDiscriminator", "MultiScaleSTFTDiscriminator"]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -141,23 +145,134 @@ def measured_receptive_field(model: nn.Module, length: int, in_channels: int | N
     return last - first + 1
 
 
+class PaddedConv1d(nn.Module):
+    """Conv1d that maps ``T -> T / stride`` (T a multiple of stride); ``causal`` pads only the past.
+
+    The padding is ``(kernel_size - 1) * dilation - (stride - 1)`` samples in total: all of it on
+    the left when causal, else split in two (the right side gets the odd sample). Unlike
+    :func:`same_padding` this works for even kernels and strided convs, which the codec needs.
+
+    Shapes: ``(B, C_in, T) -> (B, C_out, T / stride)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 causal: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride=stride, dilation=dilation)
+        total = (kernel_size - 1) * dilation - (stride - 1)
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad))                           # (B, C_out, T / stride)
+
+
+class PaddedConvTranspose1d(nn.Module):
+    """Transposed conv with kernel ``2 * stride``: ``L -> L * stride``; ``causal`` trims only the future.
+
+    A kernel of twice the stride overlaps every output sample by exactly two kernel taps, the
+    smallest overlap that avoids the gaps of kernel = stride (notebook 01 hears the difference).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, causal: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride=stride)
+        self.trim = (0, stride) if causal else (stride // 2, stride - stride // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)                                               # (B, C_out, (L + 1) * stride)
+        return y[..., self.trim[0]: y.shape[-1] - self.trim[1]]       # (B, C_out, L * stride)
+
+
 class ResidualUnit(nn.Module):
-    """SEANet's residual unit (SoundStream, EnCodec, DAC): ELU, dilated conv k=7, ELU, conv k=1, skip.
+    """SEANet's residual unit (SoundStream Fig. 3, EnCodec, DAC): act, dilated conv, act, conv k=1, skip.
 
     Dilations 1, 3, 9 in three consecutive units grow the receptive field to
     ``1 + 6 * (1 + 3 + 9) = 79`` samples at no extra cost per layer.
 
+    Args:
+        channels: C, kept.
+        dilation: of the kernel-``kernel_size`` conv.
+        causal: pad only the past (streaming).
+        activation: a module factory; SEANet uses ``nn.ELU``, the course's codec ``nn.SiLU`` (faster on CPU).
+
     Shapes: ``(B, C, T) -> (B, C, T)``.
     """
 
-    def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7, causal: bool = False):
+    def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7, causal: bool = False,
+                 activation: Callable[[], nn.Module] = nn.ELU):
         super().__init__()
-        if causal:
-            conv = CausalConv1d(channels, channels, kernel_size, dilation=dilation)
-        else:
-            conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                             padding=same_padding(kernel_size, dilation))
-        self.block = nn.Sequential(nn.ELU(), conv, nn.ELU(), nn.Conv1d(channels, channels, 1))
+        self.block = nn.Sequential(activation(), PaddedConv1d(channels, channels, kernel_size, dilation=dilation,
+                                                              causal=causal),
+                                   activation(), PaddedConv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.block(x)                                      # (B, C, T)
+
+
+# ----------------------------------------------------------------------------- discriminators
+class STFTDiscriminator(nn.Module):
+    """One scale of EnCodec's MS-STFT discriminator (Défossez et al. 2022): a 2D conv net over the complex STFT.
+
+    Input: (B, 1, T) audio -> STFT (B, F, L) -> real and imaginary parts as 2 channels (B, 2, F, L).
+    Kernels span 9 frequency bins by 3 frames, stride 2 along frequency, dilation 1, 2, 4 along time.
+    Returns the logits (B, 1, F', L) and every hidden activation (for feature matching).
+    """
+
+    def __init__(self, n_fft: int, channels: int = 32, num_layers: int = 3) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        layers = [nn.Conv2d(2, channels, (9, 3), padding=(4, 1))]
+        for i in range(num_layers):
+            d = 2 ** i
+            layers.append(nn.Conv2d(channels, channels, (9, 3), stride=(2, 1), dilation=(1, d), padding=(4, d)))
+        layers.append(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1)))
+        self.layers = nn.ModuleList(layers)
+        self.out = nn.Conv2d(channels, 1, (3, 3), padding=(1, 1))
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
+        spec = torch.stft(wav.reshape(-1, wav.shape[-1]), self.n_fft, self.n_fft // 4, window=self.window,
+                          return_complex=True)                      # (B, F, L)
+        x = torch.stack([spec.real, spec.imag], dim=1)              # (B, 2, F, L)
+        features = []
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2)
+            features.append(x)
+        return self.out(x), features
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    """STFT discriminators at several window sizes, with SoundStream's hinge and feature losses.
+
+    Example:
+        >>> disc = MultiScaleSTFTDiscriminator()
+        >>> d_loss = disc.discriminator_loss(fake.detach(), real)   # train the critic
+        >>> adv, feat = disc.generator_losses(fake, real)           # train the generator
+    """
+
+    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512), channels: int = 32) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(STFTDiscriminator(n, channels) for n in n_ffts)
+
+    def forward(self, wav: Tensor) -> list[tuple[Tensor, list[Tensor]]]:
+        return [d(wav) for d in self.scales]
+
+    def discriminator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
+        """Hinge loss: mean over scales of ``relu(1 - D(real)) + relu(1 + D(fake))``."""
+        total = real.new_zeros(())
+        for (l_real, _), (l_fake, _) in zip(self(real), self(fake)):
+            total = total + F.relu(1 - l_real).mean() + F.relu(1 + l_fake).mean()
+        return total / len(self.scales)
+
+    def generator_losses(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+        """(adversarial, feature matching): ``relu(1 - D(fake))`` and the L1 distance of hidden
+        activations relative to their size on real audio (EnCodec), both averaged over scales."""
+        adv, feat, n_feat = fake.new_zeros(()), fake.new_zeros(()), 0
+        with torch.no_grad():
+            real_out = self(real)
+        for (l_fake, f_fake), (_, f_real) in zip(self(fake), real_out):
+            adv = adv + F.relu(1 - l_fake).mean()
+            for a, b in zip(f_fake, f_real):
+                feat = feat + (a - b).abs().mean() / b.abs().mean().clamp_min(1e-8)
+                n_feat += 1
+        return adv / len(self.scales), feat / max(n_feat, 1)

@@ -26,6 +26,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 
+from course_lib.spectral import mel_spectrogram
+
 __all__ = [
     "plot_waveform", "plot_spectrogram", "plot_tokens", "plot_loss_history",
     "compare_spectrograms", "fig_to_png", "spectrogram_db", "SpectrogramDB",
@@ -178,21 +180,6 @@ class SpectrogramDB(NamedTuple):
     duration_s: float | None       # T / sample_rate when computed from a waveform
 
 
-def _local_mel_power(x: torch.Tensor, sample_rate: float, n_fft: int, hop_length: int,
-                     n_mels: int) -> torch.Tensor:
-    """Fallback mel power spectrogram: hann, centred, Slaney scale and norm (as ``course_lib.spectral``).
-
-    x: (T,) -> (F, L). Used only when ``course_lib.spectral`` is not importable.
-    """
-    import torchaudio
-
-    power = _linear_power(x, n_fft, hop_length)                        # (n_fft//2+1, L)
-    fb = torchaudio.functional.melscale_fbanks(
-        n_freqs=n_fft // 2 + 1, f_min=0.0, f_max=sample_rate / 2, n_mels=n_mels,
-        sample_rate=int(sample_rate), norm="slaney", mel_scale="slaney").to(power)  # (n_fft//2+1, F)
-    return fb.T @ power                                                # (F, L)
-
-
 def _linear_power(x: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
     """|STFT|^2 of x (T,) -> (n_fft // 2 + 1, L), hann window, centred frames."""
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
@@ -202,11 +189,7 @@ def _linear_power(x: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
 
 
 def _mel_power(x: torch.Tensor, sample_rate: float, n_fft: int, hop_length: int, n_mels: int) -> torch.Tensor:
-    """Mel power spectrogram (F, L) of x (T,), via course_lib.spectral when it exists."""
-    try:
-        from course_lib.spectral import mel_spectrogram
-    except ImportError:
-        return _local_mel_power(x, sample_rate, n_fft, hop_length, n_mels)
+    """Mel power spectrogram (F, L) of x (T,) (:func:`course_lib.spectral.mel_spectrogram`)."""
     mel = mel_spectrogram(x[None], sample_rate=int(sample_rate), n_fft=n_fft, hop_length=hop_length,
                           n_mels=n_mels, power=2.0)
     while mel.ndim > 2 and mel.shape[0] == 1:

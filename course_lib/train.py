@@ -11,12 +11,16 @@ nobody wants to write twice:
 - a step and a time budget (live notebook cells stop after ``profile().time_budget_s``);
 - a loss history that can be plotted.
 
-The loop is plain PyTorch and device-agnostic, so it also runs under ``torchrun``: wrap
-the modules in ``DistributedDataParallel`` before passing them; only rank 0 writes
-checkpoints and shows progress.
+The loop is plain PyTorch and device-agnostic, and it runs under ``torchrun``: a family's
+``fit`` calls :func:`init_distributed`, wraps its model with :func:`distribute` (DDP), gives
+every rank its own batches (:func:`rank_generator`), and only rank 0 writes checkpoints and
+shows progress. :func:`autocast` is the one switch for mixed precision (``Profile.mixed_precision``).
+
+Every family's ``fit`` returns a :class:`TrainResult`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -31,11 +35,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "Trainer", "History", "TrainingDiverged", "infinite"]
+from course_lib.plots import plot_loss_history
+
+__all__ = ["TrainConfig", "Trainer", "History", "TrainResult", "TrainingDiverged", "SettingsMismatch", "infinite",
+           "autocast", "init_distributed", "distribute", "rank_generator", "is_main_process", "unwrap"]
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN, infinite or exploded."""
+
+
+class SettingsMismatch(RuntimeError):
+    """A run directory holds a checkpoint made with other settings than the ones asked for."""
 
 
 @dataclass
@@ -47,6 +58,7 @@ class TrainConfig:
     log_every: int = 10                       # history resolution in steps
     max_loss: float = 1e6                     # |loss| above this raises TrainingDiverged
     progress: bool = True
+    settings: Mapping[str, Any] | None = None  # what made this run (preset, lr, ...): resume refuses others
 
 
 @dataclass
@@ -76,8 +88,27 @@ class History:
         return float(np.mean(vals))
 
     def plot(self, ax=None, keys: list[str] | None = None, smoothing: float = 0.0, log: bool = False):
-        from course_lib.plots import plot_loss_history
         return plot_loss_history(self.records, ax=ax, keys=keys, smoothing=smoothing, log=log)
+
+
+@dataclass
+class TrainResult:
+    """What every family's ``fit`` returns.
+
+    ``stopped_by`` is ``"max_steps"`` (finished), ``"time_budget"`` or ``"interrupted"``
+    (``last.pt`` in the checkpoint folder resumes it). ``optimizers`` continue training in a notebook.
+    """
+
+    model: nn.Module
+    history: History
+    steps: int
+    wall_time_s: float          # training wall time over all resumed runs
+    stopped_by: str
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_by == "max_steps"
 
 
 def infinite(loader: Iterable) -> Iterator:
@@ -91,9 +122,67 @@ def infinite(loader: Iterable) -> Iterator:
             raise ValueError("The data loader is empty: check the dataset size and batch_size (drop_last?).")
 
 
-def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-        or torch.distributed.get_rank() == 0
+# ----------------------------------------------------------------------------- devices, precision, processes
+def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision for a forward pass: bfloat16 autocast on CUDA (where supported) and CPU.
+
+    bfloat16 keeps float32's range, so no gradient scaler is needed. Disabled, or on a GPU
+    without bfloat16 (then the run stays in float32), it is a no-op context.
+    """
+    kind = torch.device(device).type
+    if not enabled or kind not in ("cuda", "cpu") or (kind == "cuda" and not torch.cuda.is_bf16_supported()):
+        return contextlib.nullcontext()
+    return torch.autocast(kind, dtype=torch.bfloat16)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_main_process() -> bool:
+    return not _distributed() or torch.distributed.get_rank() == 0
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); returns (rank, world size).
+
+    CPU processes use the gloo backend, GPUs nccl (each rank on ``cuda:LOCAL_RANK``). A plain
+    ``python`` run returns (0, 1) and changes nothing.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not _distributed():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def distribute(model: nn.Module) -> nn.Module:
+    """``DistributedDataParallel(model)`` inside a process group, else ``model`` itself."""
+    if not _distributed():
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or the module itself)."""
+    return getattr(model, "module", model)
+
+
+def rank_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """Each rank draws its own batches: the distributed sampler of crop-based training.
+
+    Rank r's stream is seeded from ``generator`` and r, so two ranks never see the same batch
+    and a single process (rank 0) keeps ``generator`` itself.
+    """
+    if not _distributed() or torch.distributed.get_rank() == 0 or generator is None:
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator)) + torch.distributed.get_rank()
+    return torch.Generator(generator.device).manual_seed(seed)
 
 
 def _scalars(out: Any) -> dict[str, float]:
@@ -101,7 +190,7 @@ def _scalars(out: Any) -> dict[str, float]:
         out = out._asdict()
     if not isinstance(out, Mapping):
         raise TypeError(f"step_fn must return a NamedTuple or a mapping of named losses, got {type(out).__name__}")
-    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items() if v is not None}
 
 
 class Trainer:
@@ -112,12 +201,16 @@ class Trainer:
         optimizers: named optimizers, checkpointed with the modules.
         config: step and time budgets, checkpointing.
         schedulers: named learning-rate schedulers (optional).
+        generators: named ``torch.Generator``s whose state is checkpointed, so a resumed run
+            continues the same random stream (batches, noise) as an uninterrupted one.
     """
 
     def __init__(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 config: TrainConfig, schedulers: dict[str, Any] | None = None):
+                 config: TrainConfig, schedulers: dict[str, Any] | None = None,
+                 generators: dict[str, torch.Generator | None] | None = None):
         self.modules, self.optimizers, self.config = modules, optimizers, config
         self.schedulers = schedulers or {}
+        self.generators = {k: g for k, g in (generators or {}).items() if g is not None}
         self.step = 0
         self.history = History()
         self.elapsed_s = 0.0   # training wall time over all sessions, resumes included
@@ -135,6 +228,8 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "history": self.history.records,
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "settings": dict(self.config.settings or {}),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
                     "python": list(random.getstate()[1])},
         }
@@ -159,6 +254,7 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
             raise RuntimeError(f"Cannot resume from {path}: the file is unreadable ({type(e).__name__}: {e}). "
                                f"Delete it to start training from scratch.") from e
+        self._check_settings(path, state.get("settings", {}))
         for kind, live in (("modules", self.modules), ("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             if set(state[kind]) != set(live):
                 raise RuntimeError(f"Cannot resume from {path}: it holds {kind} {sorted(state[kind])}, this trainer has "
@@ -167,11 +263,27 @@ class Trainer:
                 obj.load_state_dict(state[kind][k])
         self.step, self.elapsed_s = int(state["step"]), float(state.get("elapsed_s", 0.0))
         self.history = History(list(state["history"]))
+        for k, g in self.generators.items():
+            if k in state.get("generators", {}):
+                g.set_state(state["generators"][k])
         torch.set_rng_state(state["rng"]["torch"])
         np_state = np.random.get_state()
         np.random.set_state((np_state[0], np.array(state["rng"]["numpy"], dtype=np.uint32), *np_state[2:]))
         py_state = random.getstate()
         random.setstate((py_state[0], tuple(state["rng"]["python"]), py_state[2]))
+
+    def _check_settings(self, path: Path, saved: Mapping[str, Any]) -> None:
+        asked = {k: v for k, v in (self.config.settings or {}).items()}
+        changed = {k: (saved.get(k), v) for k, v in asked.items() if k in saved and saved[k] != v}
+        if changed:
+            diff = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            raise SettingsMismatch(f"{path.parent} holds a run made with other settings ({diff}): resume it with "
+                                   f"the same settings, or pass another run directory (--run-dir) to start anew.")
+
+    def result(self, model: nn.Module) -> TrainResult:
+        """This run as a :class:`TrainResult` (what every family's ``fit`` returns)."""
+        return TrainResult(unwrap(model), self.history, self.step, self.elapsed_s, self.stopped_by or "max_steps",
+                           self.optimizers)
 
     # ----------------------------------------------------------------------------- loop
     def _guard(self, losses: dict[str, float]) -> None:
@@ -186,7 +298,7 @@ class Trainer:
             callback_every: int = 0) -> History:
         """Run until ``max_steps`` (counting resumed steps) or the time budget; returns the history."""
         cfg = self.config
-        main = _is_main_process()
+        main = is_main_process()
         for m in self.modules.values():
             m.train()
         start, last_ckpt = time.perf_counter(), time.perf_counter()

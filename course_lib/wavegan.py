@@ -19,8 +19,9 @@ jittering; the average smooths that out. It helps a little, not a lot: the
 ``wavegan-synthworld-drums`` card lists the metrics with and without it.
 
 Width ``d`` and ``num_layers`` (slice length ``16 * 4**num_layers``: 4,096 or 16,384) come
-from the config. Evaluation (classifier, inception-score analogue, Frechet distance) lives in
-:mod:`course_lib.gan_eval`; shapes follow the package legend (B batch, C channels, T samples,
+from the config; the training recipe (batch, critic steps, Adam) from :func:`fit`'s arguments.
+Evaluation (classifier, inception-score analogue, Frechet distance) lives in
+:mod:`course_lib.gan_eval`, data and the command line in :mod:`course_lib.recipes.wavegan`; shapes follow the package legend (B batch, C channels, T samples,
 D latent width).
 """
 from __future__ import annotations
@@ -36,10 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import checkpoint
+from course_lib.train import TrainConfig, Trainer, TrainResult
 
 __all__ = ["WaveGANConfig", "PRESETS", "WaveGAN", "Generator", "Discriminator", "PhaseShuffle", "phase_shuffle",
-           "gradient_penalty", "WaveGANLosses", "TrainingClips", "load_clips", "make_optimizers", "train_step",
-           "fit", "load_pretrained", "train_cli", "eval_cli", "generate_cli", "bench", "DATASETS"]
+           "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit", "load_pretrained",
+           "BATCH_SIZES"]
 
 STRIDE = 4        # every layer up- or down-samples by 4 (paper, table 1)
 SEED_LENGTH = 16  # the dense layer's output length: slice = 16 * 4**num_layers
@@ -59,11 +61,6 @@ class WaveGANConfig:
     kernel_size: int = 25
     phase_shuffle: int = 2             # n: the critic's layers are shifted by -n..n samples
     post_filter_length: int = 0        # learned FIR after the generator (paper: 512); 0 = off
-    batch_size: int = 64
-    n_critic: int = 5                  # critic steps per generator step
-    gp_weight: float = 10.0            # lambda of WGAN-GP
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.5, 0.9)
     ema_decay: float = 0.999           # weight average the samples come from (0 = off); not in the paper
 
     def __post_init__(self) -> None:
@@ -72,8 +69,8 @@ class WaveGANConfig:
         if self.d < 1 or self.latent_dim < 1 or self.kernel_size < STRIDE or self.kernel_size % 2 == 0:
             raise ValueError(f"Need d >= 1, latent_dim >= 1 and an odd kernel_size >= {STRIDE}; got d={self.d}, "
                              f"latent_dim={self.latent_dim}, kernel_size={self.kernel_size}.")
-        if self.phase_shuffle < 0 or self.n_critic < 1 or self.post_filter_length < 0:
-            raise ValueError("phase_shuffle and post_filter_length must be >= 0 and n_critic >= 1.")
+        if self.phase_shuffle < 0 or self.post_filter_length < 0:
+            raise ValueError("phase_shuffle and post_filter_length must be >= 0.")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1) (0 turns the average off), got {self.ema_decay}.")
 
@@ -85,19 +82,20 @@ class WaveGANConfig:
     def seconds(self) -> float:
         return self.slice_length / self.sample_rate
 
-    @classmethod
-    def for_profile(cls, prof=None) -> WaveGANConfig:
-        """The preset for a :func:`course_lib.profile` (``model_scale`` tiny / small / base)."""
-        from course_lib import profile
-        return PRESETS[(prof or profile()).model_scale]
+    @staticmethod
+    def preset(name: str) -> WaveGANConfig:
+        """Named sizes: ``tiny`` (smoke profile), ``small`` (cpu, the shipped drums), ``base`` (gpu), ``paper``."""
+        return checkpoint.preset(PRESETS, name, "WaveGAN")
 
 
 PRESETS: dict[str, WaveGANConfig] = {
-    "tiny": WaveGANConfig(d=4, batch_size=16),       # CI: seconds per hundred steps, sounds like noise
-    "small": WaveGANConfig(d=16, batch_size=32),     # laptop CPU, the shipped drums: batch halved (paper 64), twice the updates
-    "base": WaveGANConfig(d=32, batch_size=64),      # Colab GPU
-    "paper": WaveGANConfig(d=64, num_layers=5, batch_size=64),  # Donahue et al.: 16,384 samples
+    "tiny": WaveGANConfig(d=4),                      # CI: seconds per hundred steps, sounds like noise
+    "small": WaveGANConfig(d=16),                    # laptop CPU, the shipped drums
+    "base": WaveGANConfig(d=32),                     # Colab GPU
+    "paper": WaveGANConfig(d=64, num_layers=5),      # Donahue et al.: 16,384 samples
 }
+# Batch size per preset for training (the paper's is 64; the laptop's run halves it for twice the updates).
+BATCH_SIZES = {"tiny": 16, "small": 32, "base": 64, "paper": 64}
 
 
 # ----------------------------------------------------------------------------- model
@@ -150,7 +148,7 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: WaveGANConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         ch = _channels(cfg)
         self.dense = nn.Linear(cfg.latent_dim, ch[0] * SEED_LENGTH)
         pad = (cfg.kernel_size - STRIDE + 1) // 2  # with output_padding=1 each layer makes exactly 4x samples
@@ -166,7 +164,7 @@ class Generator(nn.Module):
             x = up(x)                                                # (B, C, 4 T_prev)
             x = torch.tanh(x) if i == len(self.ups) - 1 else F.relu(x)
         if self.post_filter is not None:                             # official code: after tanh, 'same' padding
-            k = self.cfg.post_filter_length
+            k = self.config.post_filter_length
             x = self.post_filter(F.pad(x, ((k - 1) // 2, k // 2)))
         return x                                                     # (B, 1, T)
 
@@ -176,7 +174,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: WaveGANConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         ch = _channels(cfg)[::-1]                                    # [d, 2d, ..., d * 2**(L-1)]
         pad = (cfg.kernel_size - 1) // 2 - 1                         # T -> T / 4 exactly (T divisible by 4)
         self.convs = nn.ModuleList(nn.Conv1d(c_in, c_out, cfg.kernel_size, STRIDE, padding=pad)
@@ -185,8 +183,8 @@ class Discriminator(nn.Module):
         self.dense = nn.Linear(ch[-1] * SEED_LENGTH, 1)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if x.ndim != 3 or x.shape[1] != 1 or x.shape[-1] != self.cfg.slice_length:
-            raise ValueError(f"The critic expects (B, 1, {self.cfg.slice_length}) waveforms, got {tuple(x.shape)}; "
+        if x.ndim != 3 or x.shape[1] != 1 or x.shape[-1] != self.config.slice_length:
+            raise ValueError(f"The critic expects (B, 1, {self.config.slice_length}) waveforms, got {tuple(x.shape)}; "
                              f"crop or pad clips to the config's slice_length.")
         for i, conv in enumerate(self.convs):
             x = F.leaky_relu(conv(x), 0.2)                           # (B, C, T / 4**(i+1))
@@ -200,11 +198,11 @@ class WaveGAN(nn.Module):
 
     def __init__(self, cfg: WaveGANConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg or WaveGANConfig()
-        self.generator = Generator(self.cfg)
-        self.discriminator = Discriminator(self.cfg)
+        self.config = cfg or WaveGANConfig()
+        self.generator = Generator(self.config)
+        self.discriminator = Discriminator(self.config)
         self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False)
-                              if self.cfg.ema_decay > 0 else None)
+                              if self.config.ema_decay > 0 else None)
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -215,26 +213,26 @@ class WaveGAN(nn.Module):
         """
         if self.generator_ema is None:
             return
-        d = min(self.cfg.ema_decay, (1 + step) / (10 + step))
+        d = min(self.config.ema_decay, (1 + step) / (10 + step))
         for avg, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
             avg.lerp_(p, 1 - d)
 
     @property
     def sample_rate(self) -> int:
-        return self.cfg.sample_rate
+        return self.config.sample_rate
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``z (n, D)`` uniform in [-1, 1] (paper section 4), on the model's device."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int (the number of clips), got {n!r}; e.g. generate(8).")
         p = self.generator.dense.weight
-        u = torch.rand(n, self.cfg.latent_dim, generator=generator, device=getattr(generator, "device", "cpu"))
+        u = torch.rand(n, self.config.latent_dim, generator=generator, device=getattr(generator, "device", "cpu"))
         return (2 * u - 1).to(device=p.device, dtype=p.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
         """``z (B, D) -> (B, 1, T)``: the generator in train mode, its weight average in eval mode."""
-        if z.ndim != 2 or z.shape[1] != self.cfg.latent_dim:
-            raise ValueError(f"z must be (B, {self.cfg.latent_dim}), got {tuple(z.shape)}; "
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"z must be (B, {self.config.latent_dim}), got {tuple(z.shape)}; "
                              f"draw it with sample_latent(n).")
         use_average = not self.training and self.generator_ema is not None
         return (self.generator_ema if use_average else self.generator)(z)
@@ -279,25 +277,26 @@ class WaveGANLosses(NamedTuple):
     gradient_penalty: Tensor
 
 
-def make_optimizers(model: WaveGAN) -> dict[str, torch.optim.Optimizer]:
-    c = model.cfg
-    return {"generator": torch.optim.Adam(model.generator.parameters(), lr=c.lr, betas=c.betas),
-            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=c.lr, betas=c.betas)}
+def make_optimizers(model: WaveGAN, lr: float = 1e-4,
+                    betas: tuple[float, float] = (0.5, 0.9)) -> dict[str, torch.optim.Optimizer]:
+    """Adam for generator and critic (the paper's lr 1e-4, betas (0.5, 0.9))."""
+    return {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}
 
 
 def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sample_real: Callable[[], Tensor],
-               generator: torch.Generator | None = None) -> WaveGANLosses:
-    """One WGAN-GP generator step preceded by ``cfg.n_critic`` critic steps (Gulrajani et al., algorithm 1)."""
-    G, D, c = model.generator, model.discriminator, model.cfg
+               generator: torch.Generator | None = None, n_critic: int = 5, gp_weight: float = 10.0) -> WaveGANLosses:
+    """One WGAN-GP generator step preceded by ``n_critic`` critic steps (Gulrajani et al., algorithm 1)."""
+    G, D = model.generator, model.discriminator
     critic = lambda x: D(x, generator)  # noqa: E731 - phase shuffle draws from the same generator
     w_sum = 0.0
-    for _ in range(c.n_critic):
+    for _ in range(n_critic):
         real = sample_real()                                         # (B, 1, T)
         with torch.no_grad():
             fake = G(model.sample_latent(real.shape[0], generator))  # (B, 1, T)
         d_real, d_fake = critic(real).mean(), critic(fake).mean()
         gp = gradient_penalty(critic, real, fake, generator)
-        loss_d = d_fake - d_real + c.gp_weight * gp
+        loss_d = d_fake - d_real + gp_weight * gp
         optimizers["discriminator"].zero_grad(set_to_none=True)
         loss_d.backward()
         optimizers["discriminator"].step()
@@ -305,77 +304,66 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
     for p in D.parameters():                                         # the generator step does not train D
         p.requires_grad_(False)
     try:
-        loss_g = -critic(G(model.sample_latent(c.batch_size, generator))).mean()
+        loss_g = -critic(G(model.sample_latent(real.shape[0], generator))).mean()
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
     finally:
         for p in D.parameters():
             p.requires_grad_(True)
-    return WaveGANLosses(loss_d.detach(), loss_g.detach(), torch.tensor(w_sum / c.n_critic), gp.detach())
+    return WaveGANLosses(loss_d.detach(), loss_g.detach(), torch.tensor(w_sum / n_critic), gp.detach())
 
 
-def fit(model: WaveGAN, clips: Tensor, steps: int, time_budget_s: float | None = None,
-        checkpoint_dir: str | Path | None = None, optimizers: dict | None = None,
-        callback: Callable | None = None, callback_every: int = 0, generator: torch.Generator | None = None,
-        progress: bool = True, log_every: int = 10):
-    """Train with WGAN-GP through :class:`course_lib.train.Trainer`; returns the trainer.
+def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
+        generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
+        batch_size: int = 64, n_critic: int = 5, gp_weight: float = 10.0, lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.9), optimizers: dict | None = None, settings: dict | None = None,
+        callback: Callable | None = None, callback_every: int = 0, progress: bool = True,
+        log_every: int = 10) -> TrainResult:
+    """Train with WGAN-GP (the paper's recipe by default) through :class:`course_lib.train.Trainer`.
 
     Args:
         model: the WaveGAN (on the device to train on).
-        clips: ``(N, 1, T)`` real training clips, ``T = cfg.slice_length``; batches are drawn
+        clips: ``(N, 1, T)`` real training clips, ``T = config.slice_length``; batches are drawn
             uniformly with replacement.
         steps: total generator steps (resumed steps count).
-        time_budget_s: stop early after this much wall time.
-        checkpoint_dir: resumable checkpoints (``last.pt``) every 2 minutes and at the end;
-            training resumes from it automatically.
-        optimizers: pass the previous trainer's ``optimizers`` to continue in a notebook.
+        time_budget_s: stop early after this much wall time (``stopped_by`` says so).
+        generator: every random draw (batches, z, phase shuffle, GP); checkpointed with the run.
+        checkpoint_dir: resumable checkpoints (``last.pt``); training resumes from it automatically.
+        batch_size, n_critic, gp_weight, lr, betas: the WGAN-GP recipe (paper: 64, 5, 10, 1e-4, (0.5, 0.9)).
+        optimizers: pass a previous result's ``optimizers`` to continue in a notebook.
         callback: ``callback(step, trainer)`` every ``callback_every`` steps (e.g. listen).
-        generator: randomness (batches, z, phase shuffle, GP); None uses torch's global RNG, which
-            the trainer checkpoints, so a resumed run continues the same random stream.
     """
-    from course_lib.train import TrainConfig, Trainer
-    c = model.cfg
+    c = model.config
     if clips.ndim != 3 or clips.shape[1] != 1 or clips.shape[-1] != c.slice_length:
         raise ValueError(f"clips must be (N, 1, {c.slice_length}), got {tuple(clips.shape)}; "
-                         f"use load_clips(..., slice_length=cfg.slice_length).")
+                         f"use recipes.wavegan.load_clips(..., slice_length=config.slice_length).")
     if not torch.isfinite(clips).all() or clips.abs().amax() == 0:
         raise ValueError("clips contain NaN/inf or are all silent; check the data source.")
+    if steps < 1 or batch_size < 1 or n_critic < 1:
+        raise ValueError(f"steps, batch_size and n_critic must be >= 1, got {steps}, {batch_size}, {n_critic}.")
     device = next(model.parameters()).device
     clips = clips.to(device)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def sample_real() -> Tensor:
-        idx = torch.randint(0, clips.shape[0], (c.batch_size,), generator=generator,
-                            device=getattr(generator, "device", "cpu"))
+        idx = torch.randint(0, clips.shape[0], (batch_size,), generator=generator, device=generator.device)
         return clips[idx.to(device)]
 
-    optimizers = optimizers or make_optimizers(model)
-    # An exploding critic (|score| > 1e4) is divergence for WGAN-GP, whose scores stay O(1..100).
+    optimizers = optimizers or make_optimizers(model, lr, betas)
     modules = {"generator": model.generator, "discriminator": model.discriminator}
     if model.generator_ema is not None:
         modules["generator_ema"] = model.generator_ema
+    # An exploding critic (|score| > 1e4) is divergence for WGAN-GP, whose scores stay O(1..100).
     trainer = Trainer(modules, optimizers,
                       TrainConfig(max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir,
-                                  log_every=log_every, max_loss=1e4, progress=progress))
+                                  log_every=log_every, max_loss=1e4, progress=progress, settings=settings),
+                      generators={"samples": generator})
 
     def step_fn(step: int) -> WaveGANLosses:
-        losses = train_step(model, optimizers, sample_real, generator)
+        losses = train_step(model, optimizers, sample_real, generator, n_critic, gp_weight)
         model.update_ema(step)
         return losses
 
     trainer.fit(step_fn, callback, callback_every)
-    return trainer
-
-
-# Data and the command line (train / eval / generate / bench) live in wavegan_train.py,
-# so that each file reads in one sitting.
-_FROM_WAVEGAN_TRAIN = frozenset({"DATASETS", "TrainingClips", "bench", "eval_cli", "generate_cli",
-    "load_clips", "train_cli"})
-
-
-def __getattr__(name: str):
-    """Re-export wavegan_train's API lazily, so either module can be imported first."""
-    if name in _FROM_WAVEGAN_TRAIN:
-        from course_lib import wavegan_train
-        return getattr(wavegan_train, name)
-    raise AttributeError(f"module 'course_lib.wavegan' has no attribute {name!r}")
+    return trainer.result(model.eval())

@@ -73,14 +73,15 @@ def _wavegan():
 def _wavegan_clips(which: str, n: int = 32) -> torch.Tensor:
     """(n, 1, T) clips: ``shipped`` generator, ``untrained`` generator (same config, seed 0) or ``real`` drums."""
     from course_lib import wavegan
+    from course_lib.recipes import wavegan as wavegan_recipe
 
     model = _wavegan()
     if which == "real":
-        return wavegan.load_clips("synthworld-drums", "test", size=n, slice_length=model.cfg.slice_length).audio
+        return wavegan_recipe.load_clips("synthworld-drums", "test", size=n, slice_length=model.config.slice_length).audio
     if which == "untrained":
         with torch.random.fork_rng():                                  # default init, seeded, no global side effect
             torch.manual_seed(0)
-            model = wavegan.WaveGAN(model.cfg).eval()
+            model = wavegan.WaveGAN(model.config).eval()
     with torch.no_grad():
         return model.generate(n, torch.Generator().manual_seed(0))
 
@@ -340,7 +341,7 @@ def _clap_test(per_class: int = 4):
 def fig_clap_map(tower: str = "scratch") -> Figure:
     """PCA of audio embeddings coloured by family, class-name prompt embeddings as crosses."""
     from course_lib.data import FAMILY_OF
-    from course_lib.clap import class_prompts
+    from course_lib.recipes.clap import class_prompts
 
     emb, _, classes, labels = _clap_test()
     prompts = class_prompts(classes, "heldout")

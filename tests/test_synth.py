@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from course_lib import synth as S
-from course_lib import synth_speech as V
+from course_lib.data import synth as S
+from course_lib.data import synth_speech as V
 
 SR = 16000
 

@@ -10,6 +10,7 @@ import torch
 
 from course_lib import checkpoint, gan_eval
 from course_lib import wavegan as W
+from course_lib.recipes import wavegan as R
 from course_lib.train import TrainingDiverged
 
 TINY = W.PRESETS["tiny"]
@@ -41,12 +42,12 @@ def test_generate_is_deterministic_under_a_generator():
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base"])
 def test_every_preset_builds_and_steps(preset):
-    cfg = replace(W.PRESETS[preset], batch_size=2, n_critic=1)     # the preset's model, a cheap step
+    cfg = W.PRESETS[preset]
     model = W.WaveGAN(cfg)
     opt = W.make_optimizers(model)
-    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5                   # the preset's model, a cheap step
     before = {k: p.clone() for k, p in model.named_parameters()}
-    losses = W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0))
+    losses = W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0), n_critic=1)
     assert all(torch.isfinite(v) for v in losses)
     # Both players moved. The critic's output bias cancels in E[D(fake)] - E[D(real)]: no gradient.
     # The weight average moves in fit(), not in train_step.
@@ -157,11 +158,11 @@ def _bursts(n: int, length: int, seed: int = 0) -> torch.Tensor:
 def test_short_training_improves_wasserstein_estimate():
     torch.manual_seed(0)
     # lr 1e-3 (paper: 1e-4) so that 8 generator steps (40 critic steps) show the trend in seconds.
-    model = W.WaveGAN(replace(TINY, batch_size=8, lr=1e-3))
-    trainer = W.fit(model, _bursts(64, TINY.slice_length), steps=8, generator=torch.Generator().manual_seed(0),
-                    progress=False, log_every=1)
-    w = trainer.history.values("wasserstein")
-    assert len(w) == 8 and trainer.step == 8
+    model = W.WaveGAN(TINY)
+    result = W.fit(model, _bursts(64, TINY.slice_length), steps=8, generator=torch.Generator().manual_seed(0),
+                   batch_size=8, lr=1e-3, progress=False, log_every=1)
+    w = result.history.values("wasserstein")
+    assert len(w) == 8 and result.steps == 8 and result.finished
     # A freshly initialised critic cannot tell real from fake (estimate ~0); training makes it a
     # better (larger) lower bound on the Wasserstein distance.
     assert abs(w[0]) < 0.02
@@ -169,12 +170,13 @@ def test_short_training_improves_wasserstein_estimate():
 
 
 def test_fit_resumes_from_checkpoint(tmp_path):
-    model = W.WaveGAN(replace(TINY, batch_size=4, n_critic=1))
+    model = W.WaveGAN(TINY)
     clips = _bursts(8, TINY.slice_length)
-    W.fit(model, clips, steps=2, checkpoint_dir=tmp_path, progress=False)
+    W.fit(model, clips, steps=2, checkpoint_dir=tmp_path, batch_size=4, n_critic=1, progress=False)
     assert (tmp_path / "last.pt").is_file()
-    again = W.fit(W.WaveGAN(model.cfg), clips, steps=3, checkpoint_dir=tmp_path, progress=False)
-    assert again.step == 3
+    again = W.fit(W.WaveGAN(model.config), clips, steps=3, checkpoint_dir=tmp_path, batch_size=4, n_critic=1,
+                  progress=False)
+    assert again.steps == 3
 
 
 def test_post_filter_identity_kernel():
@@ -191,7 +193,7 @@ def test_post_filter_identity_kernel():
 
 def test_checkpoint_round_trip(tmp_path):
     model = W.WaveGAN(TINY).eval()
-    checkpoint.save_pretrained(model, model.cfg, tmp_path / "wg", card={"metrics": {}})
+    checkpoint.save_pretrained(model, model.config, tmp_path / "wg", card={"metrics": {}})
     loaded = W.load_pretrained(tmp_path / "wg")
     torch.testing.assert_close(loaded.generate(2, torch.Generator().manual_seed(0)),
                                model.generate(2, torch.Generator().manual_seed(0)))
@@ -217,33 +219,37 @@ def test_bad_shapes_and_config():
     with pytest.raises(ValueError, match="silent"):
         W.fit(model, torch.zeros(4, 1, 4096), steps=1, progress=False)
     with pytest.raises(ValueError, match="Unknown data"):
-        W.load_clips("mp3s")
+        R.load_clips("mp3s")
 
 
 def test_wrong_checkpoints_are_refused(tmp_path):
     clf = gan_eval.AudioClassifier(gan_eval.ClassifierConfig(("a", "b")))
-    checkpoint.save_pretrained(clf, clf.cfg, tmp_path / "clf")
+    checkpoint.save_pretrained(clf, clf.config, tmp_path / "clf")
     with pytest.raises(checkpoint.CheckpointError, match="not a WaveGAN"):
         W.load_pretrained(tmp_path / "clf")
     model = W.WaveGAN(TINY)
-    checkpoint.save_pretrained(model, model.cfg, tmp_path / "wg")
+    checkpoint.save_pretrained(model, model.config, tmp_path / "wg")
     meta = json.loads((tmp_path / "wg" / "config.json").read_text())
     meta["config"]["d"] = 8                                          # weights of another size
     (tmp_path / "wg" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="was edited"):      # the card's checksum notices
+        W.load_pretrained(tmp_path / "wg")
+    checkpoint._seal(tmp_path / "wg")                                # trusted on purpose: the weights do not fit
     with pytest.raises(checkpoint.CheckpointError, match="do not fit"):
         W.load_pretrained(tmp_path / "wg")
 
 
 def test_divergence_is_caught():
-    model = W.WaveGAN(replace(TINY, batch_size=4, n_critic=1))
+    model = W.WaveGAN(TINY)
     with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
-        W.fit(model, _bursts(8, TINY.slice_length) * 1e9, steps=3, progress=False)   # exploding critic
+        W.fit(model, _bursts(8, TINY.slice_length) * 1e9, steps=3, batch_size=4, n_critic=1,
+              progress=False)                                        # exploding critic
 
 
 # ----------------------------------------------------------------------------- evaluation
 def test_gan_metrics_references():
-    clips = W.load_clips("synthworld-drums", "train", 96)
-    test = W.load_clips("synthworld-drums", "test", 48)
+    clips = R.load_clips("synthworld-drums", "train", 96)
+    test = R.load_clips("synthworld-drums", "test", 48)
     clf, acc = gan_eval.train_classifier(clips.audio, clips.labels, clips.classes, steps=80, batch_size=16,
                                          generator=torch.Generator().manual_seed(0))
     assert acc > 0.6
@@ -256,8 +262,8 @@ def test_gan_metrics_references():
 
 def test_noise_augmented_classifier_hears_drums_through_a_hiss():
     """A clean-trained classifier files hissy drums under 'snare'; the noise-augmented one does not."""
-    clips = W.load_clips("synthworld-drums", "train", 192)
-    test = W.load_clips("synthworld-drums", "test", 96)
+    clips = R.load_clips("synthworld-drums", "train", 192)
+    test = R.load_clips("synthworld-drums", "test", 96)
     rms = test.audio.square().mean(-1, keepdim=True).sqrt()
     hissy = test.audio + torch.randn(test.audio.shape, generator=torch.Generator().manual_seed(5)) * rms * 0.1  # 20 dB SNR
     acc = {}
@@ -270,19 +276,18 @@ def test_noise_augmented_classifier_hears_drums_through_a_hiss():
 
 
 def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
-    from course_lib import wavegan_train
     out, run = tmp_path / "wg", tmp_path / "run"
     common = ["--preset", "tiny", "--steps", "3", "--train-size", "64", "--eval-size", "32", "--batch-size", "8",
               "--n-critic", "1", "--out", str(out), "--run-dir", str(run), "--threads", "1"]
-    assert wavegan_train.train_cli(common) == 0
+    assert R.train_cli(common) == 0
     card = checkpoint.read_card(out)
     assert card["steps"] == 3 and card["metrics_without_weight_average"]["eval_clips"] == 32
-    result = wavegan_train.eval_cli(["--checkpoint", str(out), "--eval-size", "32"])
+    assert card["stopped_by"] == "max_steps" and card["data"][0]["license"].startswith("generated")
+    result = R.eval_cli(["--checkpoint", str(out), "--eval-size", "32"])
     assert all(result["matches_card"].values()), result
-    assert wavegan_train.train_cli(common + ["--export-only"]) == 0        # from last.pt, weight average included
+    assert R.train_cli(common) == 0                                  # at max_steps: re-exports last.pt
     state = torch.load(run / "last.pt", weights_only=True)["modules"]
     exported = W.load_pretrained(out)
     for key in ("generator", "generator_ema"):
         for name, value in getattr(exported, key).state_dict().items():
             torch.testing.assert_close(value, state[key][name])
-    assert checkpoint.read_card(out)["stopped_by"] == "max_steps"

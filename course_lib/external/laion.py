@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.audio import check_audio
+from course_lib.clap import check_texts
 
 __all__ = ["LaionClap", "LaionError", "load_laion_clap", "OFFICIAL_CHECKPOINTS", "build_laion_model", "is_online",
            "roberta_tokenizer"]
@@ -95,7 +97,6 @@ def _import_laion():
 
 def is_online(host: str = "huggingface.co", timeout: float = 5.0) -> bool:
     """Can we reach ``host``? (Offline networks here may hang instead of failing: check first, quickly.)"""
-    import socket
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -203,8 +204,8 @@ class LaionClap(nn.Module):
         The audio goes through the int16 round trip of the official pipeline
         (``int16_to_float32(float32_to_int16(x))``), so results match ``CLAP_Module``.
         """
-        check_audio(wav, sample_rate=sample_rate, expected_sample_rate=SAMPLE_RATE, ndim=3, channels=1,
-                    min_samples=480, allow_silent=True, name="LAION-CLAP audio input")
+        wav = check_audio(wav, sample_rate=sample_rate, expected_sample_rate=SAMPLE_RATE, ndim=3, channels=1,
+                          min_samples=480, allow_silent=True, name="LAION-CLAP audio input")
         wav = wav[:, 0, :CLIP_SAMPLES].float().cpu()                                  # (B, T)
         wav = (wav.clamp(-1, 1) * 32767.0).to(torch.int16).float() / 32767.0          # upstream quantisation
         cfg = self.model.audio_cfg.__dict__ if hasattr(self.model.audio_cfg, "__dict__") else self.model.audio_cfg
@@ -215,8 +216,7 @@ class LaionClap(nn.Module):
 
     def embed_text(self, texts: Sequence[str]) -> Tensor:
         """Captions -> ``(B, D)`` unit norm."""
-        from course_lib.clap import _check_texts
-        tokens = self.tokenizer(_check_texts(texts))
+        tokens = self.tokenizer(check_texts(texts))
         with torch.no_grad():
             return F.normalize(self.model.get_text_embedding(dict(tokens)), dim=-1)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from course_lib.data.classes import FAMILY_OF
+
 TEMPLATE_SETS = ("train", "heldout")
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -129,7 +131,6 @@ def article(phrase: str) -> str:
 
 
 def family_of(label_name: str) -> str:
-    from course_lib.data import FAMILY_OF                         # late import: data imports this module
     return FAMILY_OF.get(label_name, "digits")
 
 

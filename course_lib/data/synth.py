@@ -13,7 +13,7 @@ or FM synthesis with per-partial decays (the modal equivalent of Karplus-Strong)
 
 Families and classes here: drums (``DRUMS``, :func:`drum`), pitched notes (``INSTRUMENTS``,
 :func:`note`, :func:`voice`), environment (``TEXTURES``, :func:`texture`). Speech-like syllables
-(a source-filter voice) are in :mod:`course_lib.synth_speech`; music (scores of these notes and
+(a source-filter voice) are in :mod:`course_lib.data.synth_speech`; music (scores of these notes and
 drums) is composed in :mod:`course_lib.data`.
 """
 from __future__ import annotations

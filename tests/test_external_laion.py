@@ -19,7 +19,7 @@ if importlib.util.find_spec("laion_clap") is None or importlib.util.find_spec("t
     pytest.skip("laion-clap (and torchvision) not installed: pip install 'course_lib[laion]'",
                 allow_module_level=True)
 
-from course_lib import laion  # noqa: E402
+from course_lib.external import laion  # noqa: E402
 
 SMALL_ROBERTA = {"num_hidden_layers": 1, "vocab_size": 1000}
 

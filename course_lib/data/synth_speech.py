@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import scipy.fft as sfft
 
-from course_lib.synth import (F32, TAU, Attrs, Rng, col, decay, freqs, highpass, lowpass, normalize, nyq_cap,
+from course_lib.data.synth import (F32, TAU, Attrs, Rng, col, decay, freqs, highpass, lowpass, normalize, nyq_cap,
                               resonance, shaped_noise, time_grid, unit_rms)
 
 

@@ -19,13 +19,11 @@ in, so ``ds[i]``, ``ds.batch([.., i, ..])`` and a re-created dataset give the sa
 machine and library versions). Splits use different ``split_id`` streams, so they are disjoint.
 Audio does not depend on ``caption_set``; captions come from a second stream.
 
-The FSDD loader, ``download_fsdd`` and ``sources_found`` live in :mod:`course_lib.fsdd` and are
-re-exported here.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.fft as sfft
@@ -33,52 +31,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from course_lib import captions
-from course_lib import synth as S
-from course_lib import synth_speech as V
-from course_lib.fsdd import FSDD, download_fsdd, find_fsdd, fsdd, sources_found  # noqa: F401  (re-export)
+from course_lib.data import captions
+from course_lib.data import synth as S
+from course_lib.data import synth_speech as V
+from course_lib.data.base import Batch, Example
+from course_lib.data.classes import FAMILIES, FAMILY_OF, global_label
 
-__all__ = ["SynthWorld", "Example", "Batch", "collate", "CLASSES", "FAMILIES", "global_label", "bench_synthworld",
-           "FSDD", "fsdd", "find_fsdd", "download_fsdd", "sources_found"]
+__all__ = ["SynthWorld", "bench_synthworld", "music"]
 
-STYLES = ("waltz", "rock_beat", "arpeggio", "ambient_pad", "dance_beat", "melody")
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "drums": S.DRUMS, "notes": tuple(S.INSTRUMENTS), "environment": S.TEXTURES,
-    "speech": V.SYLLABLES, "music": STYLES}
-CLASSES: tuple[str, ...] = tuple(c for names in FAMILIES.values() for c in names)
-FAMILY_OF = {c: fam for fam, names in FAMILIES.items() for c in names}
 SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SIZES = {"train": 4096, "val": 512, "test": 1024}
 SPEAKER_SETS = {"train": V.TRAIN_SPEAKERS, "heldout": V.HELDOUT_SPEAKERS, "all": tuple(range(len(V.SPEAKERS)))}
-
-
-class Example(NamedTuple):
-    audio: Tensor              # (1, T) float32 in [-1, 1]
-    label: int                 # index into the dataset's .classes
-    caption: str
-    attributes: dict[str, Any]
-
-
-class Batch(NamedTuple):
-    audio: Tensor              # (B, 1, T)
-    label: Tensor              # (B,) int64
-    caption: list[str]
-    attributes: list[dict[str, Any]]
-
-
-def collate(examples: Sequence[Example]) -> Batch:
-    """Stack Examples into a Batch; use as ``DataLoader(..., collate_fn=collate)``."""
-    lengths = {ex.audio.shape[-1] for ex in examples}
-    if len(lengths) > 1:
-        raise ValueError(f"Cannot stack clips of different lengths {sorted(lengths)}; give the dataset a fixed "
-                         f"`duration` (e.g. fsdd(..., duration=1.0)).")
-    return Batch(torch.stack([ex.audio for ex in examples]), torch.tensor([ex.label for ex in examples]),
-                 [ex.caption for ex in examples], [ex.attributes for ex in examples])
-
-
-def global_label(name: str) -> int:
-    """Id of class ``name`` among all SynthWorld classes (stable whatever the ``families`` filter)."""
-    return CLASSES.index(name)
 
 
 # ----------------------------------------------------------------------------- music

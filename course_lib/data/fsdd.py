@@ -10,21 +10,24 @@ Files are ``recordings/{digit}_{speaker}_{take}.wav``, mono 8 kHz. Splits (by ta
     trainval  takes 5-49   (the official training set)
     all       takes 0-49
 
-Nothing downloads by default. Where the data are looked for (first hit wins): the ``root``
-argument; ``$COURSE_DATA_DIR/fsdd``; ``shared/data/fsdd`` beside the repository (found from the
-package's location, and from the working directory's parents); ``~/.cache/course_lib/fsdd``.
-``download_fsdd()`` is the explicit online step.
+Nothing downloads by default. Where the data are looked for: the ``root`` argument, if given; else
+``$COURSE_DATA_DIR/fsdd`` if that is set (only there: if it has no data, that is an error, not a fallback);
+else, first hit wins, ``shared/data/fsdd`` beside the repository (found from the package's location, and
+from the working directory's parents) and ``~/.cache/course_lib/fsdd``. ``download_fsdd()`` is the
+explicit online step (pooch); it verifies every file it installs (see its docstring).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import tarfile
 import tempfile
-import urllib.error
+import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections import defaultdict
@@ -35,20 +38,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-import course_lib
-from course_lib import captions
+from course_lib.audio import load
+from course_lib.data import captions
+from course_lib.data.base import Example
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip"
-# The archive's own digest could not be computed when this was written (no network); pass
-# ``sha256=`` to pin it. The per-speaker digests below are always checked after extraction.
-FSDD_SHA256: str | None = None
-# sha256 over the sorted lines "{file name} {file sha256}\n" of each speaker's 500 files (v1.0.10).
+# sha256 of that archive (16,419,872 bytes; tag v1.0.10 = commit d6938f9bf154): equal to an independent record of
+# a GitHub download, and rebuilt byte for byte by `TZ=America/Los_Angeles git archive --format=zip` of the tag.
+FSDD_SHA256 = "c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a4d28d4fbc2b"
+# sha256 over the sorted lines "{file name} {file sha256}\n" of each speaker's 500 files at tag v1.0.10 (its blobs).
 SPEAKER_DIGESTS = {
     "george": "0db97b15572abb53e8cb765cf24959396bfce97a1464c94824f33ff62718d7e5",
     "jackson": "ace668615a78bb263366215046ed4b1bd7ad53c00d6c70ef79418b77ab5dbf71",
+    "lucas": "a2ffbee7bc99d7131e14ec66bf7381addcbfafe6fe318defbfb3f71cc8957c5e",
     "nicolas": "e6998380bfa73d9406e56040a7c998a562cd68f25bf30d2f68aa6d71e1d65569",
+    "theo": "9b2bc76acf1be2171742b5e032bca3b3a83593bd3bd14ff7ad006fda1f761785",
     "yweweler": "9cda256ddb2ef7c07930744727778cec4a4bff420b793dc721e0678447afde97",
 }
+RECORDING_NAME = re.compile(r"(\d)_([^_]+)_(\d+)\.wav")   # {digit}_{speaker}_{take}.wav
 # from the dataset's metadata: all six speakers are men
 ACCENTS = {"george": "Greek", "jackson": "American", "lucas": "German", "nicolas": "Belgian French",
            "theo": "American", "yweweler": "German"}
@@ -71,22 +78,33 @@ def default_root() -> Path:
 
 
 def search_paths() -> list[Path]:
-    """Every place FSDD is looked for, in order (the ``root`` argument comes first, when given)."""
-    paths = []
+    """Every place FSDD is looked for, in order (the ``root`` argument comes first, when given); while
+    ``COURSE_DATA_DIR`` is set, only ``$COURSE_DATA_DIR/fsdd``."""
     if os.environ.get("COURSE_DATA_DIR"):
-        paths.append(Path(os.environ["COURSE_DATA_DIR"]).expanduser() / "fsdd")
-    paths.append(Path(course_lib.__file__).resolve().parents[2] / "shared" / "data" / "fsdd")
+        return [default_root()]
+    paths = [Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"]   # beside the repository
     paths += [p / "shared" / "data" / "fsdd" for p in list(Path.cwd().parents)[:2]]
     paths.append(Path.home() / ".cache" / "course_lib" / "fsdd")
     return list(dict.fromkeys(paths))
 
 
 def find_fsdd(root: str | os.PathLike | None = None) -> Path | None:
-    """The first folder with ``recordings/*.wav``: ``root`` if given (and nothing else), else ``search_paths()``."""
-    for path in [Path(root).expanduser()] if root is not None else search_paths():
-        if _qualifies(path):
-            return path
-    return None
+    """The first folder with ``recordings/*.wav``: ``root`` if given (and nothing else), else ``search_paths()``.
+    Raises FileNotFoundError (naming the variable, the path and the fix) where ``root`` is not given and
+    ``COURSE_DATA_DIR`` is set but holds no ``fsdd/recordings/*.wav``: it is never passed over silently."""
+    found = next((p for p in ([Path(root).expanduser()] if root is not None else search_paths()) if _qualifies(p)),
+                 None)
+    env = os.environ.get("COURSE_DATA_DIR")
+    if found is None and root is None and env:
+        data = default_root().parent
+        problem = "does not exist" if not data.is_dir() else "has no fsdd/recordings/*.wav" + (
+            " (it is the fsdd folder itself: use its parent)" if _qualifies(data) else "")
+        raise FileNotFoundError(
+            f"COURSE_DATA_DIR is set to {env!r}, but {data} {problem}; while it is set, FSDD is looked for only in "
+            f"{data / 'fsdd' / 'recordings'}. Fix: point COURSE_DATA_DIR at a folder that contains fsdd/recordings/"
+            f"*.wav, or unset it (`unset COURSE_DATA_DIR`, in Python `os.environ.pop('COURSE_DATA_DIR')`) to use the "
+            f"default places, or download FSDD into it once when online: course_lib.data.download_fsdd().")
+    return found
 
 
 class FSDD(Dataset):
@@ -138,8 +156,6 @@ class FSDD(Dataset):
         return "digits"
 
     def __getitem__(self, i: int):
-        from course_lib.audio import load
-        from course_lib.data import Example                         # late import: data imports this module
 
         path = self.files[i]
         digit, speaker, take = path.stem.split("_")
@@ -168,10 +184,11 @@ def fsdd(split: str = "train", root: str | os.PathLike | None = None, sample_rat
 
 
 def speaker_digests(recordings: Path) -> dict[str, str]:
-    """Per-speaker digest of the files in ``recordings`` (the format of ``SPEAKER_DIGESTS``)."""
+    """Per-speaker digest of the ``{digit}_{speaker}_{take}.wav`` files in ``recordings`` (as ``SPEAKER_DIGESTS``)."""
     lines: dict[str, list[str]] = defaultdict(list)
     for path in recordings.glob("*.wav"):
-        lines[path.stem.split("_")[1]].append(f"{path.name} {hashlib.sha256(path.read_bytes()).hexdigest()}\n")
+        if m := RECORDING_NAME.fullmatch(path.name):
+            lines[m[2]].append(f"{path.name} {hashlib.sha256(path.read_bytes()).hexdigest()}\n")
     return {spk: hashlib.sha256("".join(sorted(v)).encode()).hexdigest() for spk, v in lines.items()}
 
 
@@ -196,18 +213,72 @@ def _extract(archive: Path, into: Path) -> None:
         raise ValueError(f"{archive} is neither a zip nor a tar archive; check the url.")
 
 
-def download_fsdd(root: str | os.PathLike | None = None, url: str = FSDD_URL, sha256: str | None = FSDD_SHA256,
+def _copy_file(url: str, output_file: str, pooch: Any = None) -> None:       # a pooch downloader for file://
+    shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), output_file)
+
+
+def _fetch(url: str, known: str | None, into: Path, timeout: float, dest: Path) -> Path:
+    """Download ``url`` with pooch into the folder ``into`` (checksummed when ``known``; atomic)."""
+    import pooch  # imported here: keeps `import course_lib` light
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise ValueError(f"Unsupported url {url!r}: use an http(s):// or file:// url.")
+    downloader = _copy_file if scheme == "file" else pooch.HTTPDownloader(progressbar=True, timeout=timeout,
+                                                                             chunk_size=1 << 16)
+    try:
+        return Path(pooch.retrieve(url, known_hash=known and f"sha256:{known}", fname="archive", path=into,
+                                   downloader=downloader))
+    except ValueError as e:                                    # pooch: the hash differs; it deleted the file
+        raise ValueError(f"Checksum mismatch for {url}: {e} The download is corrupted or not FSDD v1.0.10; "
+                         f"nothing was installed.") from e
+    except OSError as e:                              # requests' errors are OSErrors; a full disk is not "offline"
+        if "requests" not in type(e).__module__ and not isinstance(e, (ConnectionError, TimeoutError,
+                                                                       FileNotFoundError)):
+            raise
+        raise ConnectionError(
+            f"Could not download FSDD from {url}: {e}. This machine seems to be offline (or the url is "
+            f"unreachable). To use FSDD offline, copy its recordings/ folder to {dest / 'recordings'} on this "
+            f"machine, or set COURSE_DATA_DIR to a folder that contains fsdd/recordings/; SynthWorld needs no "
+            f"download at all.") from e
+
+
+def _verified(recordings: Path, url: str, archive_checked: bool) -> list[Path]:
+    """The recordings to install, each checked against its speaker's digest or covered by the archive's sha256."""
+    files = [p for p in sorted(recordings.glob("*.wav")) if RECORDING_NAME.fullmatch(p.name)]
+    if not files or any(p.is_symlink() for p in recordings.iterdir()):
+        raise ValueError(f"The archive from {url} has links or no files named {{digit}}_{{speaker}}_{{take}}.wav "
+                         f"among its recordings; refusing to install it.")
+    got = speaker_digests(recordings)
+    bad = sorted(s for s, d in got.items() if s in SPEAKER_DIGESTS and d != SPEAKER_DIGESTS[s])
+    if bad:
+        raise ValueError(f"Files of speakers {bad} differ from FSDD v1.0.10 (per-speaker sha256 manifest); "
+                         f"the archive is corrupted or another release. Nothing was installed.")
+    unknown = sorted(set(got) - set(SPEAKER_DIGESTS))
+    if unknown and not archive_checked:
+        raise ValueError(
+            f"Cannot verify the recordings of speakers {unknown} from {url}: FSDD v1.0.10 has no such speakers, "
+            f"so no digest is known for their files, and no sha256 of the archive was given. Nothing was installed. "
+            f"Fix: use the official archive, or pass sha256= of this archive if you trust it.")
+    return files
+
+
+def download_fsdd(root: str | os.PathLike | None = None, url: str = FSDD_URL, sha256: str | None = None,
                   timeout: float = 60.0) -> Path:
-    """Download FSDD (release v1.0.10) once, verify it, and install it atomically; returns its folder.
+    """Download FSDD v1.0.10 once with pooch, verify every file and install it atomically; returns its folder.
+
+    pooch fetches the archive (checksummed) into a temporary folder beside ``root`` and it is extracted there;
+    the verified recordings are renamed into place in one step. Nothing half-written is left behind.
 
     Args:
-        root: destination (default ``$COURSE_DATA_DIR/fsdd`` or ``~/.cache/course_lib/fsdd``). If it
-            already holds the data, nothing is downloaded.
-        url: archive to fetch (zip or tar; ``file://`` works, for mirrors and tests).
-        sha256: expected digest of the archive, checked when given.
+        root: destination (default ``$COURSE_DATA_DIR/fsdd`` or ``~/.cache/course_lib/fsdd``); if it holds
+            the data already, nothing is downloaded.
+        url: archive to fetch (zip or tar; http(s):// or file://, for mirrors and tests).
+        sha256: the archive's digest; default ``FSDD_SHA256`` for ``FSDD_URL``, none for other urls. Recordings
+            of the six FSDD speakers must match ``SPEAKER_DIGESTS`` in every case, those of other speakers need
+            ``sha256``; files not named ``{digit}_{speaker}_{take}.wav`` are not installed.
     Raises:
         ConnectionError: offline or the url is unreachable (the message says how to supply the data).
-        ValueError: a checksum does not match (the archive is corrupted or not FSDD v1.0.10).
+        ValueError: a checksum does not match, or recordings cannot be verified (nothing is installed).
     """
     dest = Path(root).expanduser() if root is not None else default_root()
     if _qualifies(dest):
@@ -215,36 +286,21 @@ def download_fsdd(root: str | os.PathLike | None = None, url: str = FSDD_URL, sh
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not empty but holds no recordings/*.wav; "
                               f"empty it or choose another root.")
+    known = sha256 if sha256 is not None else FSDD_SHA256 if url == FSDD_URL else None
+    if known is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", known):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {known!r}.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".fsdd-download-", dir=dest.parent))  # same filesystem: rename is atomic
     try:
-        archive, digest = work / "archive", hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as out:
-                while chunk := resp.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError) as e:
-            raise ConnectionError(
-                f"Could not download FSDD from {url}: {getattr(e, 'reason', e)}. This machine seems to be offline "
-                f"(or the url is unreachable). To use FSDD offline, copy its recordings/ folder to "
-                f"{dest / 'recordings'} on this machine, or set COURSE_DATA_DIR to a folder that contains "
-                f"fsdd/recordings/; SynthWorld needs no download at all.") from e
-        if sha256 is not None and digest.hexdigest() != sha256.lower():
-            raise ValueError(f"Checksum mismatch for {url}: got sha256 {digest.hexdigest()}, expected {sha256}. "
-                             f"The download is corrupted or not FSDD v1.0.10; nothing was installed.")
+        archive = _fetch(url, known and known.lower(), work / "cache", timeout, dest)
         _extract(archive, work / "x")
         recordings = next((p for p in sorted((work / "x").rglob("recordings")) if _qualifies(p.parent)), None)
         if recordings is None:
             raise ValueError(f"The archive from {url} has no recordings/*.wav folder; is it FSDD?")
-        got = speaker_digests(recordings)
-        bad = [s for s, d in got.items() if s in SPEAKER_DIGESTS and d != SPEAKER_DIGESTS[s]]
-        if bad:
-            raise ValueError(f"Files of speakers {bad} differ from FSDD v1.0.10 (per-speaker sha256 manifest); "
-                             f"the archive is corrupted or another release. Nothing was installed.")
         stage = work / "fsdd"
-        stage.mkdir()
-        shutil.move(str(recordings), stage / "recordings")
+        (stage / "recordings").mkdir(parents=True)
+        for path in _verified(recordings, url, archive_checked=known is not None):
+            os.replace(path, stage / "recordings" / path.name)
         (stage / "README.md").write_text(
             f"Free Spoken Digit Dataset v1.0.10 (CC BY-SA 4.0), downloaded from {url}.\n"
             "Z. Jackson et al. (GitHub: Jakobovski), DOI 10.5281/zenodo.1342401. Attribute it wherever it is used.\n")
@@ -259,7 +315,11 @@ def download_fsdd(root: str | os.PathLike | None = None, url: str = FSDD_URL, sh
 def sources_found() -> dict[str, str | None]:
     """Data sources on this machine: SynthWorld (always), FSDD, Sonic Pi samples, espeak-ng (None: absent)."""
     sonic = next((d for d in SONIC_PI_DIRS if Path(d).is_dir()), None)
-    fsdd_path = find_fsdd()
+    try:
+        fsdd_path = find_fsdd()
+    except FileNotFoundError as e:              # a misset COURSE_DATA_DIR: warn with the fix; loading FSDD raises
+        warnings.warn(str(e), stacklevel=2)
+        fsdd_path = None
     try:
         espeak = "espeakng_loader" if importlib.util.find_spec("espeakng_loader") else None
     except (ImportError, ValueError):

@@ -1,0 +1,33 @@
+"""The types every course dataset yields: one :class:`Example`, a stacked :class:`Batch`."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["Example", "Batch", "collate"]
+
+
+class Example(NamedTuple):
+    audio: Tensor              # (1, T) float32 in [-1, 1]
+    label: int                 # index into the dataset's .classes
+    caption: str
+    attributes: dict[str, Any]
+
+
+class Batch(NamedTuple):
+    audio: Tensor              # (B, 1, T)
+    label: Tensor              # (B,) int64
+    caption: list[str]
+    attributes: list[dict[str, Any]]
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    """Stack Examples into a Batch; use as ``DataLoader(..., collate_fn=collate)``."""
+    lengths = {ex.audio.shape[-1] for ex in examples}
+    if len(lengths) > 1:
+        raise ValueError(f"Cannot stack clips of different lengths {sorted(lengths)}; give the dataset a fixed "
+                         f"`duration` (e.g. fsdd(..., duration=1.0)).")
+    return Batch(torch.stack([ex.audio for ex in examples]), torch.tensor([ex.label for ex in examples]),
+                 [ex.caption for ex in examples], [ex.attributes for ex in examples])

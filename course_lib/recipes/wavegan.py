@@ -1,0 +1,245 @@
+"""``course-lib train|eval|generate wavegan`` and WaveGAN's data, evaluation and benchmark.
+
+* :func:`load_clips`: the training sets (SynthWorld drums by default, FSDD spoken digits for
+  the paper's SC09-like experiment, Debian's sonic-pi drum samples when installed), cut or
+  padded to the model's slice length.
+* :func:`evaluate_wavegan`: the card's metrics (:mod:`course_lib.gan_eval`'s classifier).
+
+    course-lib train wavegan --preset small --steps 4000 --time-budget 5400 --threads 1
+    course-lib eval wavegan --checkpoint wavegan-synthworld-drums
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from course_lib import checkpoint, gan_eval
+from course_lib import data as course_data
+from course_lib.audio import load, save
+from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+                                       positive_float, positive_int, train_parser)
+from course_lib.train import is_main_process
+from course_lib.wavegan import BATCH_SIZES, PRESETS, WaveGAN, WaveGANConfig, fit, load_pretrained
+
+__all__ = ["DATASETS", "TrainingClips", "load_clips", "evaluate_wavegan", "train_cli", "eval_cli", "generate_cli",
+           "bench"]
+
+
+# ----------------------------------------------------------------------------- data
+DATASETS = ("synthworld-drums", "fsdd", "sonic-pi")
+SONIC_PI_DIRS = ("/usr/share/sonic-pi/samples", "/usr/lib/sonic-pi/etc/samples")
+
+
+class TrainingClips(NamedTuple):
+    audio: Tensor        # (N, 1, T) float32, cropped or zero-padded to the slice length
+    labels: Tensor       # (N,) int64 index into classes
+    classes: list[str]
+
+
+def _fit_length(wav: Tensor, length: int, fade: int = 256) -> Tensor:
+    """Crop ``(1, T')`` to ``(1, length)`` from the start (hits start at 0..30 ms) or zero-pad it.
+
+    A crop gets a short fade-out so the slice does not end in a click the GAN would learn.
+    """
+    if wav.shape[-1] >= length:
+        wav = wav[..., :length].clone()
+        if wav[..., -fade:].abs().amax() > 1e-4:
+            wav[..., -fade:] *= torch.linspace(1, 0, fade)
+        return wav
+    return F.pad(wav, (0, length - wav.shape[-1]))
+
+
+def _sonic_pi_drums(sample_rate: int) -> list[tuple[Tensor, str]]:
+    files = next((sorted(Path(d).glob("drum_*.flac")) for d in SONIC_PI_DIRS if list(Path(d).glob("drum_*.flac"))),
+                 [])
+    if not files:
+        raise FileNotFoundError(f"No sonic-pi drum samples in {SONIC_PI_DIRS}. Install them with "
+                                f"`sudo apt install sonic-pi-samples`, or use --data synthworld-drums.")
+    out = []
+    for f in files:
+        wav, _ = load(f, sample_rate)
+        out.append((wav.mean(0, keepdim=True), f.stem.split("_")[1]))  # drum_snare_hard -> snare
+    return out
+
+
+def load_clips(data: str = "synthworld-drums", split: str = "train", size: int | None = None,
+               slice_length: int = 4096, sample_rate: int = 16_000, seed: int = 0) -> TrainingClips:
+    """Clips of one of :data:`DATASETS`, fitted to ``slice_length`` samples.
+
+    ``synthworld-drums``: procedural drum hits (course_lib.data.SynthWorld, 8 classes).
+    ``fsdd``: Free Spoken Digit Dataset (the paper's SC09 experiment in small), peak-normalised.
+    ``sonic-pi``: Debian's sonic-pi drum samples (every file, any split; few clips).
+    """
+    seconds = slice_length / sample_rate
+    if data == "synthworld-drums":
+        ds = course_data.SynthWorld(split, families=["drums"], sample_rate=sample_rate,
+                                    size=size or (2048 if split == "train" else 512), seed=seed, duration=seconds)
+        batches = [ds.examples(range(i, min(i + 256, len(ds)))) for i in range(0, len(ds), 256)]
+        return TrainingClips(torch.cat([b.audio for b in batches]), torch.cat([b.label for b in batches]),
+                             list(ds.classes))
+    elif data == "fsdd":
+        ds = course_data.fsdd(split, sample_rate=sample_rate, duration=seconds)   # centred in silence or cropped
+        n = len(ds) if size is None else min(size, len(ds))
+        items = [(ds[i].audio, ds[i].label) for i in range(n)]
+        items = [(w / w.abs().amax().clamp_min(1e-4) * 0.9, y) for w, y in items]
+        classes = list(ds.classes)
+    elif data == "sonic-pi":
+        items = _sonic_pi_drums(sample_rate)[:size]
+        classes = sorted({y for _, y in items})
+    else:
+        raise ValueError(f"Unknown data {data!r}; use one of {DATASETS}.")
+    audio = torch.stack([_fit_length(w.float().reshape(1, -1), slice_length) for w, _ in items])  # (N, 1, T)
+    labels = torch.tensor([classes.index(y) if isinstance(y, str) else int(y) for _, y in items])
+    return TrainingClips(audio, labels, classes)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_wavegan(model: WaveGAN, clf: gan_eval.AudioClassifier, data: str = "synthworld-drums", n: int = 512, seed: int = 0,
+                     train_clips: Tensor | None = None) -> dict:
+    """The card's metrics: generated vs the real test split, plus a noise-burst reference row.
+
+    Deterministic for a given checkpoint, classifier, ``n`` and ``seed``.
+    """
+    c = model.config
+    test = load_clips(data, "test", n, c.slice_length, c.sample_rate, seed)
+    if train_clips is None:
+        train_clips = load_clips(data, "train", None, c.slice_length, c.sample_rate, seed).audio
+    generated = model.generate(n, torch.Generator().manual_seed(seed + 1)).cpu()
+    m = gan_eval.gan_metrics(clf, generated, test.audio, test.labels, train_clips)
+    noise = gan_eval.gan_metrics(clf, gan_eval.noise_bursts(n, c.slice_length, c.sample_rate, torch.Generator().manual_seed(seed + 2)),
+                        test.audio, test.labels, train_clips)
+    out = m._asdict()
+    out.update({"noise_inception_score": noise.inception_score, "noise_frechet": noise.frechet,
+                "eval_clips": n, "test_clips": len(test.audio)})
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+def _train_parser():
+    p = train_parser("wavegan", PRESETS, DATASETS)
+    p.add_argument("--lr", type=positive_float, default=1e-4)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the preset's (small 32, paper 64)")
+    p.add_argument("--n-critic", type=positive_int, default=5)
+    return p
+
+
+def train_cli(argv: Sequence[str]) -> int:
+    """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
+    args = _train_parser().parse_args(argv)
+    if args.eval_size is None:
+        args.eval_size = 512
+    run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic)
+    cfg = WaveGANConfig.preset(run.preset)
+    batch_size = args.batch_size or BATCH_SIZES[run.preset]
+    torch.manual_seed(args.seed)                                   # model initialisation
+    train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
+    print(f"{len(train.audio)} training clips of {cfg.slice_length} samples, classes {train.classes}", flush=True)
+    model = WaveGAN(cfg).to(run.device)
+    result = fit(model, train.audio, steps=run.steps, time_budget_s=args.time_budget,
+                 generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
+                 batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
+                 progress=not args.no_progress)
+    if not is_main_process() or not result.finished:
+        return export(run, result, cfg, {})
+    clf_dir = run.run_dir / "classifier"
+    if (clf_dir / "card.json").is_file():
+        clf = gan_eval.load_classifier(clf_dir)
+    else:
+        clf, acc = gan_eval.train_classifier(train.audio, train.labels, train.classes, cfg.sample_rate,
+                                             generator=torch.Generator().manual_seed(args.seed))
+        checkpoint.save_pretrained(clf, clf.config, clf_dir, card={"train_accuracy": acc, "data": args.data})
+    model = result.model.cpu().eval()
+    metrics = evaluate_wavegan(model, clf, args.data, args.eval_size, seed=args.seed, train_clips=train.audio)
+    raw = None                                   # the same checkpoint sampled without the weight average
+    if model.generator_ema is not None:
+        plain = WaveGAN(replace(cfg, ema_decay=0.0))
+        plain.generator.load_state_dict(model.generator.state_dict())
+        raw = evaluate_wavegan(plain.eval(), clf, args.data, args.eval_size, seed=args.seed, train_clips=train.audio)
+    history = result.history.records
+    info = card(run, result, [args.data.removesuffix("-drums")], metrics, data_name=args.data, classes=train.classes,
+                train_clips=len(train.audio), critic_steps=result.steps * args.n_critic, batch_size=batch_size,
+                slice=f"{cfg.slice_length} samples at {cfg.sample_rate} Hz ({cfg.seconds * 1000:.0f} ms)",
+                eval={"data": args.data, "eval_size": args.eval_size},
+                history=[{k: round(v, 4) for k, v in r.items()} for r in history[::max(1, len(history) // 100)]],
+                metrics_without_weight_average=raw)
+    code = export(run, result, cfg, info)
+    checkpoint.save_pretrained(clf, clf.config, run.out / "classifier", card={"trained_by": run.command,
+                                                                          "data": info["data"], "seed": args.seed})
+    return code
+
+
+def eval_cli(argv: Sequence[str]) -> dict:
+    """``course-lib eval wavegan [--checkpoint NAME_OR_PATH]``: the card's metrics, recomputed."""
+    args = eval_parser("wavegan", "wavegan-synthworld-drums", DATASETS).parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = checkpoint.resolve(args.checkpoint)
+    model = load_pretrained(folder)
+    clf = gan_eval.load_classifier(folder / "classifier")
+    info = checkpoint.read_card(folder)
+    source = args.data or info.get("data_name", "synthworld-drums")
+    size = args.eval_size or info.get("eval", {}).get("eval_size", 512)
+    seed = args.seed if args.seed is not None else info.get("seed", 0)
+    train = load_clips(source, "train", info.get("train_clips"), model.config.slice_length, model.sample_rate, seed)
+    metrics = evaluate_wavegan(model, clf, source, size, seed=seed, train_clips=train.audio)
+    card_metrics = info.get("metrics", {})
+    return {"checkpoint": str(folder), "metrics": metrics,
+            "matches_card": {k: (abs(v - card_metrics[k]) <= 1e-3 * max(1.0, abs(v)))
+                             for k, v in metrics.items() if isinstance(v, float) and k in card_metrics}}
+
+
+def generate_cli(argv: Sequence[str]) -> int:
+    """``course-lib generate wavegan --n 8 --out drums/``: WAV files from a checkpoint."""
+    p = argparse.ArgumentParser(prog="course-lib generate wavegan")
+    p.add_argument("--checkpoint", default="wavegan-synthworld-drums")
+    p.add_argument("--n", type=positive_int, default=8)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", default="wavegan-samples")
+    args = p.parse_args(argv)
+    model = load_pretrained(args.checkpoint)
+    wav = model.generate(args.n, torch.Generator().manual_seed(args.seed))
+    for i, w in enumerate(wav):
+        save(Path(args.out) / f"wavegan_{args.seed}_{i:03d}.wav", w, model.sample_rate)
+    print(f"wrote {args.n} clips of {model.config.seconds:.3f} s to {args.out}/")
+    return 0
+
+
+def bench() -> dict:
+    """CPU speed of the generator: milliseconds to generate one second of audio (target <= 50 ms).
+
+    Measured with the current thread count and with one thread: for these small convolutions one
+    thread is fastest, and two threads on a machine whose other core is busy stall on OpenMP barriers.
+    """
+    out: dict = {}
+    threads = torch.get_num_threads()
+    for name in ("small", "paper"):
+        cfg = PRESETS[name]
+        try:
+            model = load_pretrained() if name == "small" else WaveGAN(cfg).eval()
+        except checkpoint.CheckpointError:
+            model = WaveGAN(cfg).eval()
+        n = math.ceil(cfg.sample_rate / cfg.slice_length)            # clips that make one second
+        g = torch.Generator().manual_seed(0)
+        for t in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(t)
+            try:
+                best = best_time(lambda: model.generate(n, g), repeat=10)
+            finally:
+                torch.set_num_threads(threads)
+            out[f"{name}_d{cfg.d}_T{cfg.slice_length}_ms_per_1s_audio_{t}thread"] = round(
+                1000 * best * cfg.sample_rate / (n * cfg.slice_length), 2)
+    out["threads"] = threads
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(train_cli(sys.argv[1:]))
