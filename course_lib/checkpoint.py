@@ -149,7 +149,7 @@ def save_pretrained(model: nn.Module, config: Any, directory: str | Path, card: 
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         tmp.chmod(0o755)   # mkdtemp makes 0700; a checkpoint is for everyone to read
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in _untied(model).items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -192,6 +192,30 @@ def _plain(name: str) -> bool:
     """Whether ``name`` can be a shipped checkpoint: one visible path component."""
     return (name == name.strip() and not name.startswith(".") and "\0" not in name
             and not any(sep in name for sep in ("/", "\\", os.sep)))
+
+
+def _tied(model: nn.Module) -> list[list[str]]:
+    """Names of state-dict entries that share storage (tied weights), each group in state-dict order."""
+    groups: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        groups.setdefault(t.data_ptr(), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _untied(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with one entry per tied group (safetensors refuses shared tensors)."""
+    drop = {name for names in _tied(model) for name in names[1:]}
+    return {k: v for k, v in model.state_dict().items() if k not in drop}
+
+
+def _retied(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fill the tied entries that :func:`_untied` left out from the one that was stored."""
+    state = dict(state)
+    for first, *rest in _tied(model):
+        for name in rest:
+            if name not in state and first in state:
+                state[name] = state[first]
+    return state
 
 
 def preset(presets: dict[str, Any], name: str, what: str) -> Any:
@@ -396,7 +420,7 @@ def load_pretrained(name_or_path: str | Path, model_cls: type[M], config_cls: ty
         raise CheckpointError(f"{folder / 'model.safetensors'} is not safetensors ({e}). {_fix(folder)}") from e
     try:
         model = model_cls(config)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(_retied(model, state), strict=True)
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"The weights in {folder} do not fit {model_cls.__name__}({config}): {str(e).splitlines()[0]} "
