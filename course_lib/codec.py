@@ -278,7 +278,7 @@ def codec_loss(model: Codec, wav: Tensor, generator: torch.Generator | None = No
 
     Args:
         adversary: ``(fake, real) -> (adversarial, feature_matching)`` generator losses, e.g.
-            :meth:`course_lib.codec_train.MultiScaleSTFTDiscriminator.generator_losses`.
+            :meth:`course_lib.nn.MultiScaleSTFTDiscriminator.generator_losses`.
             SoundStream trains with one; without it a small codec still learns intelligible,
             slightly muffled audio and trains several times faster on a CPU. The mel term is
             the main driver of perceived quality either way.
