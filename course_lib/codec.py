@@ -39,8 +39,8 @@ from course_lib.metrics import multiscale_mel_distance, si_sdr
 from course_lib.nn import MultiScaleSTFTDiscriminator, PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
 from course_lib.quantize import ResidualVectorQuantizer, bits_per_second, codebook_stats
 from course_lib.spectral import MultiResolutionSTFTLoss, mel_spectrogram
-from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distribute, init_distributed, rank_generator,
-                              unwrap)
+from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distribute, init_distributed, optimizer_step,
+                              rank_generator, unwrap)
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "load_pretrained",
            "PRESETS", "random_batch", "fit", "evaluate", "CodecMetrics"]
@@ -385,17 +385,14 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
         wav = random_batch(clips, batch_size, length, gen, level).to(device)
         with autocast(device, mixed_precision):
             losses = codec_loss(net, wav, gen, adversary if disc is not None else None)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
+        losses = optimizer_step(losses, opt, 10.0)                  # backward outside autocast
         if disc is not None:
             with autocast(device, mixed_precision):
                 d_loss = disc.discriminator_loss(fakes[0], wav)
             optimizers["disc_opt"].zero_grad(set_to_none=True)   # also drops the codec step's grads
             d_loss.backward()
             optimizers["disc_opt"].step()
-        return CodecLosses(*(x.detach().float() for x in losses))
+        return CodecLosses(*(x.float() for x in losses))
 
     def log(step: int, tr: Trainer) -> None:                       # a plain log line when there is no bar
         rec = tr.history.records[-1]

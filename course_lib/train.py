@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from course_lib.plots import plot_loss_history
 
 __all__ = ["TrainConfig", "Trainer", "History", "TrainResult", "TrainingDiverged", "SettingsMismatch", "infinite",
+           "optimizer_step",
            "autocast", "init_distributed", "distribute", "rank_generator", "is_main_process", "unwrap"]
 
 
@@ -109,6 +110,20 @@ class TrainResult:
     @property
     def finished(self) -> bool:
         return self.stopped_by == "max_steps"
+
+
+def optimizer_step(losses: Any, optimizer: torch.optim.Optimizer, max_norm: float | None = None) -> Any:
+    """Backward ``losses.total`` (or ``losses.loss``), clip the gradient norm, step; returns the losses detached.
+
+    ``losses`` is a NamedTuple of scalar tensors whose first field is the total that is optimised.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    losses[0].backward()
+    if max_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return type(losses)(*(x.detach() if torch.is_tensor(x) else x for x in losses))
 
 
 def infinite(loader: Iterable) -> Iterator:

@@ -22,7 +22,7 @@ def _names(requirements):
 def test_environment_yml_installs_the_pyproject_package_set():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = _names(project["dependencies"] + extras["dev"] + extras["laion"])
+    wanted = _names(project["dependencies"] + extras["dev"] + extras["laion"] + extras["tts"])
     env_lines = [ln.strip()[2:] for ln in (ROOT / "environment.yml").read_text().splitlines()
                  if ln.strip().startswith("- ") and not ln.strip().startswith("- -e")]
     pip_section = env_lines[env_lines.index("pip:") + 1:]
