@@ -5,8 +5,9 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-__all__ = ["Example", "Batch", "collate"]
+__all__ = ["Example", "Batch", "collate", "BatchRendered"]
 
 
 class Example(NamedTuple):
@@ -31,3 +32,21 @@ def collate(examples: Sequence[Example]) -> Batch:
                          f"`duration` (e.g. fsdd(..., duration=1.0)).")
     return Batch(torch.stack([ex.audio for ex in examples]), torch.tensor([ex.label for ex in examples]),
                  [ex.caption for ex in examples], [ex.attributes for ex in examples])
+
+
+class BatchRendered(Dataset):
+    """A dataset that renders whole batches at once: a subclass defines ``examples(indices) -> Batch``.
+
+    ``ds[i]`` and a DataLoader (torch >= 2.1 asks ``__getitems__`` for a whole batch) both go
+    through that one vectorized path.
+    """
+
+    def examples(self, indices: Sequence[int]) -> Batch:
+        raise NotImplementedError
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        b = self.examples(indices)
+        return [Example(b.audio[k], int(b.label[k]), b.caption[k], b.attributes[k]) for k in range(len(indices))]
+
+    def __getitem__(self, i: int) -> Example:
+        return self.__getitems__([i])[0]

@@ -29,12 +29,11 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from course_lib.data import captions
 from course_lib.data import synth as S
 from course_lib.data import synth_speech as V
-from course_lib.data.base import Batch, Example
+from course_lib.data.base import Batch, BatchRendered
 from course_lib.data.classes import FAMILIES, FAMILY_OF, global_label
 
 __all__ = ["SynthWorld", "bench_synthworld", "music"]
@@ -178,7 +177,7 @@ def _describe(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
-class SynthWorld(Dataset):
+class SynthWorld(BatchRendered):
     """Procedural labelled sounds with captions: drums, notes, environment, speech-like syllables, music.
 
     Args:
@@ -277,14 +276,6 @@ class SynthWorld(Dataset):
         """A whole Batch (audio, labels, captions, attributes) rendered together."""
         audio, labels, attrs, caps = self._render(indices, True)
         return Batch(torch.from_numpy(audio[:, None]), torch.tensor(labels, dtype=torch.long), caps, attrs)
-
-    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
-        # DataLoader (torch >= 2.1) calls this with a whole batch of indices: the vectorized path.
-        b = self.examples(indices)
-        return [Example(b.audio[k], int(b.label[k]), b.caption[k], b.attributes[k]) for k in range(len(indices))]
-
-    def __getitem__(self, i: int) -> Example:
-        return self.__getitems__([i])[0]
 
 
 def bench_synthworld(n: int = 200, sample_rate: int = 16000, duration: float = 1.0, batch_size: int = 64) -> float:
