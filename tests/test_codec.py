@@ -1,4 +1,4 @@
-"""Tests of course_lib.codec: shapes, API arithmetic, causality, bad input, training, checkpoints."""
+"""Tests of course_lib.codec: shapes, API arithmetic, causality, bad input, training, checkpoints, both decoders."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,14 @@ import torch
 
 from course_lib.audio import AudioError
 from course_lib.checkpoint import CheckpointError, save_pretrained
-from course_lib.codec import PRESETS, Codec, CodecConfig, codec_loss, evaluate, fit, load_pretrained, mel_loss, random_batch
+from course_lib.codec import (PRESETS, Codec, CodecConfig, ISTFTDecoder, codec_loss, complex_stft_loss, evaluate,
+                              fit, load_pretrained, mel_loss, random_batch)
 from course_lib.nn import MultiScaleSTFTDiscriminator
 from course_lib.metrics import multiscale_mel_distance
+from course_lib.spectral import MultiResolutionSTFTLoss, stft
 
 TINY = CodecConfig.preset("tiny")
+TINY_ISTFT = CodecConfig.preset("tiny-istft")
 
 
 def _tones(n: int = 6, seconds: float = 1.0, sr: int = 16_000) -> list[torch.Tensor]:
@@ -27,16 +30,49 @@ def tiny() -> Codec:
     return Codec(TINY).eval()
 
 
+@pytest.mark.parametrize("config", [TINY, TINY_ISTFT], ids=["conv", "istft"])
 @pytest.mark.parametrize("length", [320, 16_000, 16_001])
-def test_shapes(tiny: Codec, length: int) -> None:
+def test_shapes(config: CodecConfig, length: int) -> None:
+    torch.manual_seed(0)
+    codec = Codec(config).eval()
     wav = 0.1 * torch.randn(2, 1, length)
-    codes = tiny.encode(wav)
-    assert codes.shape == (2, TINY.num_quantizers, math.ceil(length / 320))
+    codes = codec.encode(wav)
+    assert codes.shape == (2, config.num_quantizers, math.ceil(length / 320))
     assert codes.dtype == torch.long
-    assert int(codes.min()) >= 0 and int(codes.max()) < TINY.codebook_size
-    assert tiny.decode(codes).shape == (2, 1, codes.shape[-1] * 320)
-    assert tiny.reconstruct(wav).shape == wav.shape
-    assert tiny(wav).audio.shape == wav.shape
+    assert int(codes.min()) >= 0 and int(codes.max()) < config.codebook_size
+    assert codec.decode(codes).shape == (2, 1, codes.shape[-1] * 320)
+    assert codec.reconstruct(wav).shape == wav.shape
+    assert codec.reconstruct_unquantized(wav).shape == wav.shape
+    assert codec(wav).audio.shape == wav.shape
+
+
+@pytest.mark.parametrize("upsample", [1, 2, 4])
+def test_istft_decoder_shapes_and_sizes(upsample: int) -> None:
+    dec = ISTFTDecoder(latent_dim=16, hop_length=320, dim=32, layers=2, upsample=upsample)
+    assert dec.hop == 320 // upsample and dec.n_fft == 4 * dec.hop
+    z = torch.randn(2, 16, 7)                                        # (B, D, L)
+    assert dec.spectrum(z).shape == (2, dec.n_fft // 2 + 1, 7 * upsample)
+    assert dec(z).shape == (2, 1, 7 * 320)
+
+
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_istft_decoder_inverts_a_perfect_spectrum(upsample: int) -> None:
+    """Given the true STFT frames (one per hop, frame l centred on sample l * hop), the head's
+    istft framing (n_fft = 4 hops, Hann, centre) gives the waveform back exactly."""
+    dec = ISTFTDecoder(latent_dim=8, hop_length=320, dim=16, layers=1, upsample=upsample)
+    x = 0.1 * torch.randn(2, 1, 10 * 320, generator=torch.Generator().manual_seed(0))
+    spec = stft(x[:, 0], dec.n_fft, dec.hop)[..., :-1]              # (B, F, L'): drop the frame centred on T
+    dec.spectrum = lambda z_q: spec
+    torch.testing.assert_close(dec(torch.zeros(2, 8, 10)), x, atol=1e-5, rtol=0)
+
+
+def test_speech_preset_size_and_rate() -> None:
+    cfg = CodecConfig.preset("speech")
+    assert cfg.bitrate() == 6000.0 and cfg.num_quantizers == 12 and cfg.codebook_size == 1024
+    model = Codec(cfg)
+    stored = sum(t.numel() for t in model.state_dict().values())
+    assert 2 * stored < 8 * 2 ** 20                                 # float16 checkpoint under test_project's 8 MiB
+    assert 0.5e6 < sum(p.numel() for p in model.decoder.parameters()) < 2e6
 
 
 def test_rates_and_bitrate() -> None:
@@ -76,14 +112,49 @@ def test_causal_output_ignores_the_future() -> None:
     assert future_gradient(noncausal) > 0.0   # the check can fail
 
 
-def test_gradients_reach_encoder() -> None:
+@pytest.mark.parametrize("config", [TINY, TINY_ISTFT], ids=["conv", "istft"])
+def test_gradients_reach_encoder(config: CodecConfig) -> None:
     torch.manual_seed(0)
-    codec = Codec(TINY).train()
+    codec = Codec(config).train()
     losses = codec_loss(codec, 0.1 * torch.randn(2, 1, 3200), torch.Generator().manual_seed(0))
     losses.total.backward()
     first_conv = codec.encoder[0].conv.weight
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
     assert all(torch.isfinite(v) for v in losses)
+    assert (float(losses.complex_stft.detach()) > 0) == (config.complex_stft_weight > 0)
+
+
+def test_unquantized_path_skips_the_quantizer(tiny: Codec) -> None:
+    wav = 0.1 * torch.randn(1, 1, 3300, generator=torch.Generator().manual_seed(0))   # not a whole number of frames
+    y = tiny.reconstruct_unquantized(wav)
+    padded = torch.nn.functional.pad(wav, (0, 3520 - 3300))
+    torch.testing.assert_close(y, tiny.decoder(tiny.encoder(padded))[..., :3300])
+    assert not torch.allclose(y, tiny.reconstruct(wav))             # the RVQ changes the latent
+    with pytest.raises(AudioError, match="NaN"):
+        tiny.reconstruct_unquantized(torch.full((1, 1, 1000), float("nan")))
+    with pytest.raises(ValueError, match="too short"):
+        tiny.reconstruct_unquantized(torch.zeros(1, 1, 100))
+
+
+def test_complex_stft_loss_sees_phase_that_magnitude_losses_miss() -> None:
+    x = 0.1 * torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(0))
+    assert float(complex_stft_loss(x, x)) == 0.0
+    # -x has the magnitudes of x and every phase turned by pi: magnitude losses are blind to it.
+    assert float(MultiResolutionSTFTLoss()(-x, x)) < 1e-4 and float(mel_loss(-x, x)) < 1e-3
+    assert float(complex_stft_loss(-x, x)) > 0.1
+
+
+def test_complex_stft_loss_matches_its_formula() -> None:
+    """Braun & Tashev 2021, eq. 7, written out with torch.stft for one resolution."""
+    g = torch.Generator().manual_seed(1)
+    est, ref = 0.1 * torch.randn(1, 1, 3000, generator=g), 0.1 * torch.randn(1, 1, 3000, generator=g)
+
+    def compressed(x: torch.Tensor) -> torch.Tensor:
+        s = torch.stft(x[:, 0], 512, 128, window=torch.hann_window(512), return_complex=True)
+        return (s.abs() ** 2 + 1e-6) ** 0.15 * torch.exp(1j * s.angle())
+    s_e, s_r = compressed(est), compressed(ref)
+    expected = 0.3 * (s_e - s_r).abs().square().mean() + 0.7 * (s_e.abs() - s_r.abs()).square().mean()
+    torch.testing.assert_close(complex_stft_loss(est, ref, n_ffts=(512,)), expected, rtol=1e-4, atol=1e-7)
 
 
 def test_mel_loss_matches_metric_on_shared_scales() -> None:
@@ -119,6 +190,24 @@ def test_bad_input(tiny: Codec) -> None:
         tiny.decode(torch.zeros(4, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="activation"):
         CodecConfig(activation="relu6")
+    with pytest.raises(ValueError, match=r"1\.\.4"):                  # more quantizers than the codec has
+        tiny.encode(0.1 * torch.randn(1, 1, 1000), num_quantizers=5)
+    with pytest.raises(ValueError, match=r"1\.\.4"):
+        tiny.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="integers"):
+        tiny.decode(torch.zeros(1, 4, 3))
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        CodecConfig(decoder="hifigan")
+    with pytest.raises(ValueError, match="cannot be causal"):
+        CodecConfig(decoder="istft", causal=True)
+    with pytest.raises(ValueError, match="must divide hop_length"):
+        CodecConfig(decoder="istft", istft_upsample=3)
+
+
+def test_silent_input_is_coded_not_refused(tiny: Codec) -> None:
+    silent = torch.zeros(1, 1, 1600)                                 # pauses are part of speech
+    assert tiny.reconstruct(silent).shape == silent.shape
+    assert torch.isfinite(tiny.reconstruct_unquantized(silent)).all()
 
 
 def test_other_sample_rate_is_resampled(tiny: Codec) -> None:
@@ -177,16 +266,29 @@ def test_every_preset_builds_and_steps(name: str) -> None:
     assert math.isfinite(float(losses.total.detach()))
 
 
-def test_checkpoint_round_trip(tmp_path, tiny: Codec) -> None:
+@pytest.mark.parametrize("config", [TINY, TINY_ISTFT], ids=["conv", "istft"])
+def test_checkpoint_round_trip(tmp_path, config: CodecConfig) -> None:
+    torch.manual_seed(0)
+    tiny = Codec(config).eval()
     wav = 0.1 * torch.randn(1, 1, 3200)
-    save_pretrained(tiny, TINY, tmp_path / "codec", {"command": "test"})
+    save_pretrained(tiny, config, tmp_path / "codec", {"command": "test"})
     loaded = load_pretrained(tmp_path / "codec")
     torch.testing.assert_close(loaded.encode(wav), tiny.encode(wav))
+    torch.testing.assert_close(loaded.reconstruct(wav), tiny.reconstruct(wav))
     # A checkpoint of another configuration does not load silently into this one.
     (tmp_path / "codec" / "config.json").write_text((tmp_path / "codec" / "config.json").read_text()
                                                      .replace('"num_quantizers": 4', '"num_quantizers": 5'))
     with pytest.raises(CheckpointError):
         load_pretrained(tmp_path / "codec")
+
+
+@pytest.mark.parametrize("name", ["codec-speech", "codec-synthworld"])
+def test_shipped_checkpoints_load_with_the_conv_decoder(name: str) -> None:
+    model = load_pretrained(name)                                    # their config.json predate the new fields
+    assert model.config.decoder == "conv" and model.config.complex_stft_weight == 0.0
+    assert not any(k.startswith("decoder.head") for k in model.state_dict())
+    wav = 0.1 * torch.sin(torch.arange(3200) * 0.07)[None, None]
+    assert model.reconstruct(wav).shape == wav.shape
 
 
 def test_profile_presets() -> None:
@@ -256,14 +358,42 @@ def test_train_cli_resume_export_and_eval_cli_reproduce_the_card(tmp_path, monke
             "--dead-code-threshold", "0.2", "--no-speed-perturb", "--run-dir", "run", "--out", str(out)]
     assert recipe.train_cli(args) == 0
     card = checkpoint.read_card(out)
-    assert card["steps"] == 3 and card["eval"]["clips"] == 3 and "--level natural" in card["command"]
+    assert card["steps"] == 3 and card["eval"]["sets"]["synthworld-test"]["clips"] == 3
+    assert "--level natural" in card["command"]
     assert card["stopped_by"] == "max_steps" and card["settings"]["speed_perturb"] == []
     assert load_pretrained(out).config.dead_code_threshold == 0.2   # the override is stored
     weights = (out / "model.safetensors").read_bytes()
     assert recipe.train_cli(args) == 0                       # at max_steps: no training, the same file again
     assert (out / "model.safetensors").read_bytes() == weights and checkpoint.read_card(out)["steps"] == 3
     result = recipe.eval_cli(["--checkpoint", str(out)])
-    assert result["clips"] == 3
-    for q, metrics in card["metrics"]["codec"].items():
-        assert result["metrics"]["codec"][q]["mel_distance"] == pytest.approx(metrics["mel_distance"], abs=1e-5), q
-        assert result["metrics"]["codec"][q]["usage"] == metrics["usage"], q
+    assert result["clips"] == {"synthworld-test": 3}
+    ours, theirs = result["metrics"]["synthworld-test"], card["metrics"]["synthworld-test"]
+    assert "pesq_wb" not in ours["autoencoder"]                      # SynthWorld is not speech
+    for q, metrics in theirs["codec"].items():
+        assert ours["codec"][q]["mel_distance"] == pytest.approx(metrics["mel_distance"], abs=1e-5), q
+        assert ours["codec"][q]["usage"] == metrics["usage"], q
+
+
+def test_evaluation_report_scores_every_system_on_the_same_clips(tiny: Codec) -> None:
+    """Codec at 1, Q/4, Q/2, Q, the autoencoder and Opus; a take PESQ refuses is dropped from every row."""
+    from course_lib.data import find_fsdd
+    from course_lib.recipes import codec as recipe
+    if find_fsdd() is None:
+        pytest.skip("FSDD not found (../shared/data/fsdd or COURSE_DATA_DIR)")
+    clips, ids = recipe.fsdd_takes("test", speakers=["yweweler"], size=50)
+    pick = [ids.index("0_yweweler_0.wav"), ids.index("3_yweweler_2.wav"), ids.index("6_yweweler_1.wav")]
+    clips, ids = [clips[i] for i in pick], [ids[i] for i in pick]
+    assert clips[2].shape[-1] < 4000                                  # 0.16 s: too short for PESQ
+    report = recipe.evaluation_report(tiny, clips, ids=ids)
+    assert report["clips"] == 3 and report["scored"] == 2 and list(report["skipped"]) == ["6_yweweler_1.wav"]
+    assert set(report["codec"]) == {"q1", "q2", "q4"} and set(report["opus"]) == {"6kbps", "8kbps"}
+    rows = [*report["codec"].values(), report["autoencoder"], *report["opus"].values()]
+    for row in rows:
+        assert {"mel_distance", "si_sdr", "pesq_wb", "stoi"} <= set(row)
+        assert 1.0 <= row["pesq_wb"] <= 4.65 and row["stoi"] is not None and -0.5 <= row["stoi"] <= 1.0
+    assert report["codec"]["q4"]["bitrate"] == tiny.bitrate() and len(report["codec"]["q2"]["usage"]) == 2
+    assert report["opus"]["8kbps"]["pesq_wb"] > report["codec"]["q4"]["pesq_wb"]   # an untrained codec is no codec
+    kept = [0, 1]                                                      # the autoencoder row, by hand
+    mel = [float(multiscale_mel_distance(tiny.reconstruct_unquantized(clips[i][None]), clips[i][None])[0])
+           for i in kept]
+    assert report["autoencoder"]["mel_distance"] == pytest.approx(sum(mel) / 2, abs=1e-5)

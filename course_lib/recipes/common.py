@@ -25,6 +25,7 @@ import torch
 
 from course_lib import get_device, profile
 from course_lib.checkpoint import checkpoint_root, git_commit, save_pretrained
+from course_lib.data import voices
 from course_lib.train import TrainResult
 
 __all__ = ["DataSource", "DATA_SOURCES", "positive_int", "nonnegative_int", "positive_float", "train_parser",
@@ -48,6 +49,9 @@ DATA_SOURCES = {
                        "doi:10.5281/zenodo.1342401"),
     "sonic-pi": DataSource("Debian sonic-pi-samples", "mostly CC0 (see /usr/share/doc/sonic-pi-samples/copyright)",
                            "Sonic Pi, S. Aaron"),
+    "voices": DataSource("espeak-ng synthetic voices (course_lib.data.voices, synthesized offline)",
+                         voices.LICENSE_NOTE,
+                         "espeak-ng, https://github.com/espeak-ng/espeak-ng (via the espeakng-loader package)"),
 }
 
 
