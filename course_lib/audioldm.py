@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from course_lib import checkpoint, diffusion
 from course_lib.clap import Clap, check_texts
 from course_lib.clap import load_pretrained as load_clap
+from course_lib.nn import ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, upsample2d
 from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
 from course_lib.vocoder import PRESETS as VOCODER_PRESETS
 from course_lib.vocoder import LogMel, Vocoder, VocoderConfig
@@ -109,69 +110,6 @@ PRESETS: dict[str, AudioLDMConfig] = {
 }
 
 
-# ----------------------------------------------------------------------------- shared 2-D blocks
-def _norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups (LDM's ``Normalize``), so course widths below 32 work too."""
-    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
-
-
-def _downsample(channels: int) -> nn.Module:
-    return nn.Conv2d(channels, channels, 3, stride=2, padding=1)                # (B, C, H, W) -> (B, C, H/2, W/2)
-
-
-def _upsample(channels: int) -> nn.Module:
-    return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1))
-
-
-def _pad_to(x: Tensor, multiple: int, value: float = 0.0) -> Tensor:
-    """Pad the last two dims of ``(B, C, H, W)`` at the end up to multiples of ``multiple``."""
-    return F.pad(x, (0, -x.shape[-1] % multiple, 0, -x.shape[-2] % multiple), value=value)
-
-
-class ResBlock(nn.Module):
-    """GroupNorm, SiLU, conv, GroupNorm, (FiLM), SiLU, conv, plus a skip: ``(B, C_in, H, W) -> (B, C_out, H, W)``.
-
-    Without ``emb_dim`` the VAE's ``ResnetBlock``; with it openaimodel's ``ResBlock`` with
-    ``use_scale_shift_norm``: the embedding (timestep and CLAP) sets a scale and a shift per channel,
-    ``h = norm(h) * (1 + scale) + shift`` (FiLM, Perez et al. 2018), and the last conv starts at zero
-    (``zero_module``), so a fresh block is the identity.
-    """
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int = 0) -> None:
-        super().__init__()
-        self.in_layers = nn.Sequential(_norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out)) if emb_dim else None
-        self.norm = _norm(c_out)
-        self.out_layers = nn.Sequential(nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-        if emb_dim:
-            nn.init.zeros_(self.out_layers[-1].weight)
-            nn.init.zeros_(self.out_layers[-1].bias)
-
-    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        h = self.norm(self.in_layers(x))                                        # (B, C_out, H, W)
-        if self.emb_layers is not None:
-            scale, shift = self.emb_layers(emb)[..., None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
-            h = h * (1 + scale) + shift                                         # FiLM
-        return self.skip(x) + self.out_layers(h)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the ``H * W`` positions (openaimodel's ``AttentionBlock``), residual."""
-
-    def __init__(self, channels: int, heads: int = 1) -> None:
-        super().__init__()
-        self.heads, self.norm = heads, _norm(channels)
-        self.qkv, self.proj = nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)                               # (B, nh, HW, hs) each
-        y = F.scaled_dot_product_attention(q, k, v)                             # (B, nh, HW, hs)
-        return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
-
-
 # ----------------------------------------------------------------------------- the VAE
 class DiagonalGaussian(NamedTuple):
     """The posterior q(z | x) (AudioLDM's ``distributions.py``, ``DiagonalGaussianDistribution``)."""
@@ -212,21 +150,21 @@ class MelVAE(nn.Module):
         enc: list[nn.Module] = [nn.Conv2d(1, c, 3, padding=1)]
         for level, width in enumerate(widths):
             for _ in range(cfg.vae_res_blocks):
-                enc.append(ResBlock(c, width))
+                enc.append(ResBlock2d(c, width))
                 c = width
             if level < len(widths) - 1:
-                enc.append(_downsample(c))
-        middle = lambda: [ResBlock(c, c), SelfAttention(c) if cfg.vae_attention else nn.Identity(), ResBlock(c, c)]
-        enc += [*middle(), _norm(c), nn.SiLU(), nn.Conv2d(c, 2 * cfg.latent_dim, 3, padding=1)]
+                enc.append(downsample2d(c))
+        middle = lambda: [ResBlock2d(c, c), SelfAttention2d(c) if cfg.vae_attention else nn.Identity(), ResBlock2d(c, c)]
+        enc += [*middle(), group_norm(c), nn.SiLU(), nn.Conv2d(c, 2 * cfg.latent_dim, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, c, 3, padding=1), *middle()]
         for level, width in reversed(list(enumerate(widths))):
             for _ in range(cfg.vae_res_blocks + 1):
-                dec.append(ResBlock(c, width))
+                dec.append(ResBlock2d(c, width))
                 c = width
             if level > 0:
-                dec.append(_upsample(c))
-        dec += [_norm(c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1)]
+                dec.append(upsample2d(c))
+        dec += [group_norm(c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         # 1 / std of the latents of the training data, set by measure_scale (LDM's scale_by_std).
         self.register_buffer("scale_factor", torch.tensor(1.0))
@@ -237,7 +175,7 @@ class MelVAE(nn.Module):
         if mel.ndim != 4 or mel.shape[1] != 1 or mel.shape[2] != cfg.n_mels:
             raise ValueError(f"MelVAE expects a normalised log-mel (B, 1, {cfg.n_mels}, L), got shape "
                              f"{tuple(mel.shape)}; make one with LogMel()(wav) for wav (B, 1, T) at 16 kHz.")
-        moments = self.encoder(_pad_to(mel, cfg.downsample, LogMel.silence))     # (B, 2D, F', L')
+        moments = self.encoder(pad_to_multiple(mel, cfg.downsample, LogMel.silence))     # (B, 2D, F', L')
         mean, logvar = moments.chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar.clamp(-30.0, 20.0))
 
@@ -303,22 +241,22 @@ class UNet(nn.Module):
         self.down, skips, c = nn.ModuleList(), [c0], c0
         for level, m in enumerate(mult):
             for _ in range(cfg.unet_res_blocks):
-                self.down.append(ResBlock(c, c0 * m, 2 * emb))
+                self.down.append(ResBlock2d(c, c0 * m, 2 * emb))
                 c = c0 * m
                 skips.append(c)
             if level < len(mult) - 1:
-                self.down.append(_downsample(c))
+                self.down.append(downsample2d(c))
                 skips.append(c)
-        attention = SelfAttention(c, cfg.unet_heads) if cfg.unet_attention else nn.Identity()
-        self.middle = nn.ModuleList([ResBlock(c, c, 2 * emb), attention, ResBlock(c, c, 2 * emb)])
+        attention = SelfAttention2d(c, cfg.unet_heads) if cfg.unet_attention else nn.Identity()
+        self.middle = nn.ModuleList([ResBlock2d(c, c, 2 * emb), attention, ResBlock2d(c, c, 2 * emb)])
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mult))):
             for _ in range(cfg.unet_res_blocks + 1):
-                self.up.append(ResBlock(c + skips.pop(), c0 * m, 2 * emb))
+                self.up.append(ResBlock2d(c + skips.pop(), c0 * m, 2 * emb))
                 c = c0 * m
             if level > 0:
-                self.up.append(_upsample(c))
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.latent_dim, 3, padding=1))
+                self.up.append(upsample2d(c))
+        self.out = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.latent_dim, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)                                     # zero_module: eps starts at 0
         nn.init.zeros_(self.out[-1].bias)
 
@@ -330,8 +268,8 @@ class UNet(nn.Module):
                              f"was trained with ({cfg.clap!r}), or unet.uncond.expand(B, -1) for no condition.")
         emb = torch.cat([self.time_embed(timestep_embedding(t, cfg.unet_channels)),
                          self.film_embed(cond)], dim=-1)                        # (B, 8 C0)
-        run = lambda block, h: block(h, emb) if isinstance(block, ResBlock) else block(h)
-        h = self.input_conv(_pad_to(x_t, 2 ** (len(cfg.unet_channel_mult) - 1)))
+        run = lambda block, h: block(h, emb) if isinstance(block, ResBlock2d) else block(h)
+        h = self.input_conv(pad_to_multiple(x_t, 2 ** (len(cfg.unet_channel_mult) - 1)))
         hs = [h]
         for block in self.down:
             h = run(block, h)
@@ -339,7 +277,7 @@ class UNet(nn.Module):
         for block in self.middle:
             h = run(block, h)
         for block in self.up:
-            h = run(block, torch.cat([h, hs.pop()], dim=1) if isinstance(block, ResBlock) else h)
+            h = run(block, torch.cat([h, hs.pop()], dim=1) if isinstance(block, ResBlock2d) else h)
         return self.out(h)[..., : x_t.shape[-2], : x_t.shape[-1]]              # (B, 8, F', L')
 
 

@@ -11,11 +11,13 @@ and by notebook 01, which measures each claim:
   ``L -> L * s`` exactly, causal or centred.
 - :class:`ResidualUnit`: the dilated residual unit of SEANet / SoundStream / EnCodec (activation=).
 - :class:`MultiScaleSTFTDiscriminator`: EnCodec's adversary over complex STFTs.
+- :class:`ResBlock2d` (with FiLM), :class:`SelfAttention2d` and 2-D up/downsampling: AudioLDM's mel VAE and UNet.
 
 Shapes follow the package legend: B batch, C channels, T samples.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,7 +26,8 @@ from torch import Tensor, nn
 
 __all__ = ["CausalConv1d", "same_padding", "conv_output_length", "receptive_field",
            "measured_receptive_field", "PaddedConv1d", "PaddedConvTranspose1d", "ResidualUnit",
-           "STFTDiscriminator", "MultiScaleSTFTDiscriminator"]
+           "STFTDiscriminator", "MultiScaleSTFTDiscriminator", "group_norm", "downsample2d", "upsample2d",
+           "pad_to_multiple", "ResBlock2d", "SelfAttention2d"]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -276,3 +279,66 @@ class MultiScaleSTFTDiscriminator(nn.Module):
                 feat = feat + (a - b).abs().mean() / b.abs().mean().clamp_min(1e-8)
                 n_feat += 1
         return adv / len(self.scales), feat / max(n_feat, 1)
+
+
+# ----------------------------------------------------------------------------- 2-D blocks (AudioLDM's VAE and UNet)
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups (LDM's ``Normalize``), so course widths below 32 work too."""
+    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+
+
+def downsample2d(channels: int) -> nn.Module:
+    return nn.Conv2d(channels, channels, 3, stride=2, padding=1)                # (B, C, H, W) -> (B, C, H/2, W/2)
+
+
+def upsample2d(channels: int) -> nn.Module:
+    return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1))
+
+
+def pad_to_multiple(x: Tensor, multiple: int, value: float = 0.0) -> Tensor:
+    """Pad the last two dims of ``(B, C, H, W)`` at the end up to multiples of ``multiple``."""
+    return F.pad(x, (0, -x.shape[-1] % multiple, 0, -x.shape[-2] % multiple), value=value)
+
+
+class ResBlock2d(nn.Module):
+    """GroupNorm, SiLU, conv, GroupNorm, (FiLM), SiLU, conv, plus a skip: ``(B, C_in, H, W) -> (B, C_out, H, W)``.
+
+    Without ``emb_dim`` the VAE's ``ResnetBlock``; with it openaimodel's ``ResBlock`` with
+    ``use_scale_shift_norm``: the embedding (timestep and CLAP) sets a scale and a shift per channel,
+    ``h = norm(h) * (1 + scale) + shift`` (FiLM, Perez et al. 2018), and the last conv starts at zero
+    (``zero_module``), so a fresh block is the identity.
+    """
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int = 0) -> None:
+        super().__init__()
+        self.in_layers = nn.Sequential(group_norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out)) if emb_dim else None
+        self.norm = group_norm(c_out)
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        if emb_dim:
+            nn.init.zeros_(self.out_layers[-1].weight)
+            nn.init.zeros_(self.out_layers[-1].bias)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        h = self.norm(self.in_layers(x))                                        # (B, C_out, H, W)
+        if self.emb_layers is not None:
+            scale, shift = self.emb_layers(emb)[..., None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
+            h = h * (1 + scale) + shift                                         # FiLM
+        return self.skip(x) + self.out_layers(h)
+
+
+class SelfAttention2d(nn.Module):
+    """Multi-head self-attention over the ``H * W`` positions (openaimodel's ``AttentionBlock``), residual."""
+
+    def __init__(self, channels: int, heads: int = 1) -> None:
+        super().__init__()
+        self.heads, self.norm = heads, group_norm(channels)
+        self.qkv, self.proj = nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)                               # (B, nh, HW, hs) each
+        y = F.scaled_dot_product_attention(q, k, v)                             # (B, nh, HW, hs)
+        return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
