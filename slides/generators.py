@@ -507,5 +507,6 @@ def num_ar_steps(seconds: str = "60", rate: str = "44100") -> str:
     return f"{float(seconds) * float(rate):,.0f}"
 
 
-# The model decks (02, 03, 06) register their generators from their own module.
+# The model decks (02, 03, 06) and the token-model decks (04) register their generators from their own modules.
 import generators_models  # noqa: E402,F401
+import generators_tokens  # noqa: E402,F401

@@ -1,0 +1,496 @@
+"""Jukebox (Dhariwal, Jun, Payne, Kim, Radford, Sutskever 2020), course-sized.
+
+Raw audio is too long for a transformer: one second at 16 kHz is 16,000 steps. Jukebox first
+compresses it with a **hierarchical VQ-VAE**: three independent autoencoders, each downsampling the
+waveform by its own hop length (8, 32, 128 samples; 2,000, 500 and 125 tokens per second here) and
+each able to reconstruct audio on its own, coarse at the top, detailed at the bottom. Then
+**autoregressive transformers** (:mod:`course_lib.transformer`) model the codes:
+
+- the **top-level prior** generates top codes conditioned on style (genre), key and tempo (prefix
+  tokens, as the paper's artist/genre tokens) and on timing (the song's total length as a prefix
+  token, the fraction of the song elapsed as an added per-position embedding);
+- two **upsamplers** generate the middle and bottom codes, each conditioned on the codes of the
+  level above through the paper's conditioner: an embedding, dilated residual convolutions and a
+  transposed convolution that upsamples to the lower level's rate, added to every position.
+
+Faithful where it matters (openai/jukebox ``vqvae/encdec.py`` Encoder/Decoder with stride-2 conv
+blocks and Resnet1D stacks of dilation growth 3, ``vqvae/bottleneck.py`` EMA codebooks with random
+restarts, ``vqvae/vqvae.py`` ``multispectral_loss``, ``prior/conditioners.py`` Conditioner): widths,
+codebook sizes and contexts are course-sized. Shapes: B batch, T samples, L frames of a level, N
+tokens, D codebook width, K codebook size, C channels.
+
+The façade :class:`Jukebox` puts the two checkpoints together: ``encode``, ``decode``, ``generate``,
+``continue_``. Data, evaluation and the command line live in :mod:`course_lib.recipes.jukebox`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib import checkpoint
+from course_lib.audio import check_audio
+from course_lib.nn import PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
+from course_lib.quantize import VectorQuantizer
+from course_lib.spectral import stft
+from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
+from course_lib.transformer import TokenLM, TransformerConfig
+
+__all__ = ["VQVAEConfig", "HierarchicalVQVAE", "VQVAELosses", "spectral_loss", "waveform_loss", "PriorConfig", "Conditioner",
+           "JukeboxPriors", "Jukebox", "KEYS", "tempo_bucket", "load_pretrained", "PRESETS", "PRIOR_PRESETS",
+           "random_crops", "fit_vqvae", "SongCodes", "PriorLosses", "prior_losses", "fit_priors"]
+
+KEYS = tuple(f"{n} {m}" for m in ("major", "minor") for n in
+             ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"))
+
+
+# ============================================================================= the hierarchical VQ-VAE
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """Three autoencoders; the defaults (``small``) train on a laptop CPU in about half an hour."""
+
+    sample_rate: int = 16_000
+    hop_lengths: tuple[int, ...] = (8, 32, 128)   # bottom, middle, top; powers of 2 (paper: 8, 32, 128)
+    width: int = 32                               # C of every conv stack (paper: 64)
+    depth: int = 2                                # residual units per stride-2 block, dilations 1, 3 (paper: 4)
+    codebook_size: int = 512                      # K per level (paper: 2,048)
+    codebook_dim: int = 64                        # D (paper: 64)
+    commit_weight: float = 1.0                    # beta (paper: 0.02; in short CPU runs z_e then drifts away
+                                                  # from the EMA codebooks: commit loss 126 after 50 steps)
+    spectral_weight: float = 1.0
+    dead_code_threshold: float = 0.1              # restart codes used < 10% of a fair share
+
+    def __post_init__(self) -> None:
+        if any(h < 2 or h & (h - 1) for h in self.hop_lengths) or list(self.hop_lengths) != sorted(self.hop_lengths):
+            raise ValueError(f"hop_lengths must be increasing powers of two, got {self.hop_lengths}.")
+
+    @staticmethod
+    def preset(name: str) -> VQVAEConfig:
+        return checkpoint.preset(PRESETS, name, "Jukebox VQ-VAE")
+
+
+PRESETS = {"tiny": VQVAEConfig(width=8, depth=1, codebook_size=64, codebook_dim=16),
+           "small": VQVAEConfig(), "base": VQVAEConfig(width=64, depth=4, codebook_size=2048)}
+
+
+def _encoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
+    """Audio (B, 1, T) -> latents (B, D, T / hop): log2(hop) stride-2 blocks (Jukebox's EncoderConvBlock)."""
+    c, layers = cfg.width, [PaddedConv1d(1, cfg.width, 3)]
+    for _ in range(int(math.log2(hop))):
+        layers += [PaddedConv1d(c, c, 4, stride=2)]
+        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in range(cfg.depth)]
+    return nn.Sequential(*layers, PaddedConv1d(c, cfg.codebook_dim, 3))
+
+
+def _decoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
+    """Latents (B, D, L) -> audio (B, 1, L * hop): the mirror, dilations reversed (Jukebox's DecoderConvBock)."""
+    c, layers = cfg.width, [PaddedConv1d(cfg.codebook_dim, cfg.width, 3)]
+    for _ in range(int(math.log2(hop))):
+        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in reversed(range(cfg.depth))]
+        layers += [PaddedConvTranspose1d(c, c, 2)]
+    return nn.Sequential(*layers, PaddedConv1d(c, 1, 3))
+
+
+def spectral_loss(est: Tensor, ref: Tensor, resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240))) -> Tensor:
+    """Jukebox's ``multispectral_loss``: mean over STFT resolutions of ``|| |S(x)| - |S(x_hat)| ||_2``.
+
+    The paper divides by the loudness of the target; here each clip's norm is divided by that of its
+    reference spectrum, so the term is O(1) for any level. The waveform L2 loss alone favours
+    muffled reconstructions; this term keeps the high frequencies.
+    """
+    total = est.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        s_ref = stft(ref, n_fft, hop, win).abs().flatten(1)                             # (B, F * L)
+        diff = stft(est, n_fft, hop, win).abs().flatten(1) - s_ref
+        total = total + (diff.norm(dim=1) / s_ref.norm(dim=1).clamp_min(1e-5)).mean()
+    return total / len(resolutions)
+
+
+def waveform_loss(est: Tensor, ref: Tensor) -> Tensor:
+    """L2 on samples relative to the reference's energy (the paper divides by the data's bandwidth)."""
+    return ((est - ref).square().flatten(1).mean(1) / ref.square().flatten(1).mean(1).clamp_min(1e-8)).mean()
+
+
+class VQVAELosses(NamedTuple):
+    total: Tensor
+    waveform: Tensor    # relative L2 on samples (waveform_loss), summed over levels
+    spectral: Tensor    # spectral_loss, summed over levels
+    commit: Tensor      # ||z_e - sg(z_q)||^2, summed over levels
+
+
+class HierarchicalVQVAE(nn.Module):
+    """Three separate autoencoders over the same audio, one per hop length (bottom, middle, top)."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or VQVAEConfig()
+        self.encoders = nn.ModuleList(_encoder(cfg, h) for h in cfg.hop_lengths)
+        self.decoders = nn.ModuleList(_decoder(cfg, h) for h in cfg.hop_lengths)
+        self.quantizers = nn.ModuleList(
+            VectorQuantizer(cfg.codebook_dim, cfg.codebook_size, dead_code_threshold=cfg.dead_code_threshold)
+            for _ in cfg.hop_lengths)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_lengths(self) -> tuple[int, ...]:
+        return self.config.hop_lengths
+
+    def tokens_per_second(self, level: int) -> float:
+        return self.sample_rate / self.hop_lengths[level]
+
+    def _prepare(self, wav: Tensor) -> Tensor:
+        wav = check_audio(wav, ndim=3, channels=1, allow_silent=True, name="Jukebox input")
+        top = self.hop_lengths[-1]
+        if wav.shape[-1] < top:
+            raise ValueError(f"Jukebox input is too short: {wav.shape[-1]} samples; one top-level token needs {top} "
+                             f"({1000 * top / self.sample_rate:.0f} ms at {self.sample_rate} Hz).")
+        return F.pad(wav, (0, -wav.shape[-1] % top))                # T a multiple of every hop
+
+    def forward(self, wav: Tensor, generator: torch.Generator | None = None) -> VQVAELosses:
+        """Training losses of all three levels on a batch (B, 1, T)."""
+        x, cfg = self._prepare(wav), self.config
+        wave, spec, commit = x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
+        for enc, vq, dec in zip(self.encoders, self.quantizers, self.decoders):
+            q = vq(enc(x), generator=generator)                     # z_q (B, D, L) with straight-through
+            x_hat = dec(q.quantized)                                # (B, 1, T)
+            wave = wave + waveform_loss(x_hat, x)
+            spec = spec + spectral_loss(x_hat, x)
+            commit = commit + q.commit_loss
+        return VQVAELosses(wave + cfg.spectral_weight * spec + cfg.commit_weight * commit, wave, spec, commit)
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor) -> list[Tensor]:
+        """Audio (B, 1, T) -> codes per level, bottom first: [(B, T/8), (B, T/32), (B, T/128)] int64."""
+        x = self._prepare(wav)
+        return [vq.encode(enc(x)) for enc, vq in zip(self.encoders, self.quantizers)]
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, level: int) -> Tensor:
+        """Codes (B, L) of ``level`` (0 bottom .. 2 top) -> audio (B, 1, L * hop_lengths[level])."""
+        if not 0 <= level < len(self.hop_lengths):
+            raise ValueError(f"level must be 0 (bottom) .. {len(self.hop_lengths) - 1} (top), got {level}.")
+        if codes.dim() != 2 or codes.dtype != torch.long:
+            raise ValueError(f"codes must be (B, L) int64 of one level, got {tuple(codes.shape)} {codes.dtype}.")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise ValueError(f"codes must lie in 0..{self.config.codebook_size - 1}; were they made by another model?")
+        return self.decoders[level](self.quantizers[level].decode(codes))
+
+
+# ============================================================================= priors
+@dataclass(frozen=True)
+class PriorConfig:
+    """The top-level prior and two upsamplers (course-sized: widths 96-128, contexts of 0.5-3 s)."""
+
+    styles: tuple[str, ...] = ("waltz", "rock", "bossa", "dance", "march", "ambient")   # course_lib.data.songs
+    codebook_size: int = 512                 # K of the VQ-VAE levels
+    level_ratio: int = 4                     # tokens of a level per token of the level above (32 / 8, 128 / 32)
+    top_context: int = 384                   # top tokens per window (3 s at 125 tokens/s; paper: 8,192)
+    top_layers: int = 4
+    top_width: int = 128
+    up_context: int = 256                    # tokens per upsampler window
+    up_layers: int = 2
+    up_width: int = 96
+    n_heads: int = 4
+    tempo_buckets: int = 16                  # 60 .. 200 bpm, log-spaced
+    length_buckets: int = 8                  # total song length in seconds, 1 .. 8+
+    fraction_buckets: int = 16               # fraction of the song elapsed at a token (added embedding)
+    conditioner_depth: int = 3               # dilated residual units of the upsamplers' conditioner
+
+    @property
+    def prefix_vocab_size(self) -> int:      # style | key (24 + unknown) | tempo (+ unknown) | length
+        return len(self.styles) + 25 + self.tempo_buckets + 1 + self.length_buckets
+
+    @staticmethod
+    def preset(name: str) -> PriorConfig:
+        return checkpoint.preset(PRIOR_PRESETS, name, "Jukebox prior")
+
+
+PRIOR_PRESETS = {"tiny": PriorConfig(codebook_size=64, top_context=64, top_layers=1, top_width=32, up_context=64,
+                                     up_layers=1, up_width=32, n_heads=2, conditioner_depth=1),
+                 "small": PriorConfig(), "base": PriorConfig(top_context=1024, top_layers=8, top_width=384, up_context=512,
+                                                            up_layers=6, up_width=256)}
+
+
+def tempo_bucket(bpm: float | None, buckets: int) -> int:
+    """Log-spaced bucket of a tempo in 60..200 bpm; ``buckets`` means unknown."""
+    if bpm is None:
+        return buckets
+    return int(min(buckets - 1, max(0, math.log(bpm / 60) / math.log(200 / 60) * buckets)))
+
+
+class Conditioner(nn.Module):
+    """The upsamplers' view of the level above (Jukebox ``prior/conditioners.py``): upper codes (B, N/r)
+    -> embedding -> dilated residual convs -> transposed conv x r -> (B, N, width), added to every position."""
+
+    def __init__(self, codebook_size: int, width: int, ratio: int, depth: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(codebook_size, width)
+        self.blocks = nn.Sequential(*(ResidualUnit(width, 3 ** d, kernel_size=3, activation=nn.ReLU)
+                                      for d in range(depth)))
+        self.upsample = PaddedConvTranspose1d(width, width, ratio)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, upper: Tensor) -> Tensor:
+        x = self.embed(upper).transpose(1, 2)                      # (B, C, N/r)
+        x = self.upsample(self.blocks(x)).transpose(1, 2)          # (B, N, C)
+        return self.norm(x)
+
+
+class JukeboxPriors(nn.Module):
+    """``top``: a TokenLM over top codes with style/key/tempo/length prefix and timing embeddings;
+    ``upsamplers[i]``: a TokenLM over level i codes (0 bottom, 1 middle) with a style prefix and the
+    conditioner's view of level i + 1 added to every position."""
+
+    def __init__(self, config: PriorConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PriorConfig()
+        self.top = TokenLM(TransformerConfig(
+            vocab_size=cfg.codebook_size, block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
+            n_embd=cfg.top_width, prefix_vocab_size=cfg.prefix_vocab_size, cond_dim=cfg.fraction_buckets))
+        self.upsamplers = nn.ModuleList(TokenLM(TransformerConfig(
+            vocab_size=cfg.codebook_size, block_size=cfg.up_context + 1, n_layer=cfg.up_layers, n_head=cfg.n_heads,
+            n_embd=cfg.up_width, prefix_vocab_size=len(cfg.styles), cond_dim=cfg.up_width)) for _ in range(2))
+        self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_size, cfg.up_width, cfg.level_ratio,
+                                                      cfg.conditioner_depth) for _ in range(2))
+
+    def style_id(self, style: str) -> int:
+        if style not in self.config.styles:
+            raise ValueError(f"Unknown style {style!r}; this model knows {list(self.config.styles)}.")
+        return self.config.styles.index(style)
+
+    def prefix(self, style: str | int, key: str | None, tempo_bpm: float | None, seconds: float) -> Tensor:
+        """(1, 4) prefix ids: style, key (or unknown), tempo bucket (or unknown), total length bucket."""
+        cfg, s = self.config, len(self.config.styles)
+        sid = style if isinstance(style, int) else self.style_id(style)
+        if key is not None and key not in KEYS:
+            raise ValueError(f"Unknown key {key!r}; use one of {KEYS[:3]}... (24 keys) or None.")
+        kid = 24 if key is None else KEYS.index(key)
+        length = min(cfg.length_buckets - 1, max(0, int(seconds) - 1))
+        return torch.tensor([[sid, s + kid, s + 25 + tempo_bucket(tempo_bpm, cfg.tempo_buckets),
+                              s + 25 + cfg.tempo_buckets + 1 + length]])
+
+    def timing(self, start: int, n: int, total: int) -> Tensor:
+        """(1, n, fraction_buckets) one-hot of the fraction of the song elapsed at tokens start..start+n-1."""
+        pos = torch.arange(start, start + n, dtype=torch.float32)
+        bucket = (pos / max(total, 1) * self.config.fraction_buckets).long().clamp(0, self.config.fraction_buckets - 1)
+        return F.one_hot(bucket, self.config.fraction_buckets).float()[None]
+
+    def top_loss(self, codes: Tensor, prefix: Tensor, start: int, total: int) -> Tensor:
+        """Next-token loss of top codes (B, N) of a window starting at token ``start`` of a ``total``-token song."""
+        cond = self.timing(start, codes.shape[1], total).expand(codes.shape[0], -1, -1).to(codes.device)
+        return self.top(codes[:, :-1], targets=codes, prefix=prefix, cond=cond).loss
+
+    def upsampler_loss(self, level: int, codes: Tensor, upper: Tensor, style: Tensor) -> Tensor:
+        """Loss of level ``level`` codes (B, N) given the aligned upper codes (B, N / ratio) and style ids (B, 1)."""
+        cond = self.conditioners[level](upper)                     # (B, N, C)
+        return self.upsamplers[level](codes[:, :-1], targets=codes, prefix=style, cond=cond).loss
+
+
+# ============================================================================= training
+def _log(step: int, trainer: Trainer) -> None:
+    """A plain log line every few steps when there is no progress bar (long background runs)."""
+    rec = trainer.history.records[-1]
+    print(f"step {step} t={rec['time_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in rec.items()
+                                                           if k not in ("step", "time_s")), flush=True)
+
+
+def random_crops(clips: Tensor, batch_size: int, length: int, generator: torch.Generator | None) -> Tensor:
+    """(B, 1, length) random crops of (N, 1, T) clips, starting on a top-level hop."""
+    n, t = clips.shape[0], clips.shape[-1]
+    idx = torch.randint(0, n, (batch_size,), generator=generator)
+    start = torch.randint(0, max(1, t - length + 1), (batch_size,), generator=generator)
+    return torch.stack([clips[i, :, s:s + length] for i, s in zip(idx.tolist(), start.tolist())])
+
+
+def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
+              generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
+              batch_size: int = 8, crop_s: float = 0.5, lr: float = 3e-4, settings: dict | None = None,
+              progress: bool = True, log_every: int = 10) -> TrainResult:
+    """Train the three autoencoders at once on random crops of songs (N, 1, T) (Adam, as the paper)."""
+    if clips.dim() != 3 or clips.shape[1] != 1:
+        raise ValueError(f"clips must be (N, 1, T), got {tuple(clips.shape)}.")
+    torch.set_flush_denormal(True)                # decaying notes hold subnormal floats: 10-100x slower convs
+    top = model.hop_lengths[-1]
+    length = max(top, int(crop_s * model.sample_rate) // top * top)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    trainer = Trainer({"vqvae": model}, {"adam": opt}, TrainConfig(
+        max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
+        progress=progress, settings=settings), generators={"batches": generator})
+
+    def step_fn(step: int) -> VQVAELosses:
+        return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
+
+    trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    return trainer.result(model.eval())
+
+
+class SongCodes(NamedTuple):
+    """Songs encoded once for prior training (the paper pre-computes the codes too)."""
+
+    codes: list[Tensor]     # per level, bottom first: (N, L_level) int64
+    style: Tensor           # (N,) int64 index into PriorConfig.styles
+    key: list[str | None]
+    tempo_bpm: list[float | None]
+    seconds: float
+
+
+class PriorLosses(NamedTuple):
+    total: Tensor
+    top: Tensor             # next-token cross-entropy (nats) of the top-level prior
+    middle: Tensor          # of the middle upsampler
+    bottom: Tensor          # of the bottom upsampler
+
+
+def _window(n_total: int, n: int, batch: int, generator: torch.Generator | None, align: int = 1) -> Tensor:
+    return torch.randint(0, max(1, (n_total - n) // align + 1), (batch,), generator=generator) * align
+
+
+def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, generator: torch.Generator | None,
+                 condition_dropout: float = 0.2) -> PriorLosses:
+    """One batch of random windows for each of the three models; key and tempo are hidden (``unknown``)
+    ``condition_dropout`` of the time, so that a style alone can start a song."""
+    cfg = priors.config
+    device = next(priors.parameters()).device
+    idx = torch.randint(0, data.style.shape[0], (batch_size,), generator=generator).tolist()
+    top_all = data.codes[2]
+    n_top = min(cfg.top_context, top_all.shape[1])
+    starts = _window(top_all.shape[1], n_top, batch_size, generator)
+    hide = (torch.rand(batch_size, 2, generator=generator) < condition_dropout).tolist()
+    prefix = torch.cat([priors.prefix(int(data.style[i]), None if h[0] else data.key[i],
+                                      None if h[1] else data.tempo_bpm[i], data.seconds) for i, h in zip(idx, hide)])
+    top = torch.stack([top_all[i, s:s + n_top] for i, s in zip(idx, starts.tolist())]).to(device)
+    # Timing of each window: the fraction of its song elapsed at every token.
+    cond = torch.cat([priors.timing(s, n_top, top_all.shape[1]) for s in starts.tolist()]).to(device)
+    l_top = priors.top(top[:, :-1], targets=top, prefix=prefix.to(device), cond=cond).loss
+    style = data.style[idx][:, None].to(device)
+    ups = []
+    for level in (1, 0):                                            # middle from top, bottom from middle
+        lower, upper = data.codes[level], data.codes[level + 1]
+        n = min(cfg.up_context, lower.shape[1]) // cfg.level_ratio * cfg.level_ratio
+        s = _window(lower.shape[1], n, batch_size, generator, align=cfg.level_ratio).tolist()
+        x = torch.stack([lower[i, a:a + n] for i, a in zip(idx, s)]).to(device)
+        u = torch.stack([upper[i, a // cfg.level_ratio:(a + n) // cfg.level_ratio] for i, a in zip(idx, s)]).to(device)
+        ups.append(priors.upsampler_loss(level, x, u, style))
+    return PriorLosses(l_top + ups[0] + ups[1], l_top, ups[0], ups[1])
+
+
+def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budget_s: float | None = None,
+               generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
+               batch_size: int = 8, lr: float = 1e-3, settings: dict | None = None, progress: bool = True,
+               log_every: int = 10) -> TrainResult:
+    """Train the top prior and both upsamplers together on pre-encoded songs (AdamW, warm-up + cosine)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(priors.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    trainer = Trainer({"priors": priors}, {"adamw": opt}, TrainConfig(
+        max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
+        progress=progress, settings=settings), {"lr": sched}, generators={"batches": generator})
+
+    def step_fn(step: int) -> PriorLosses:
+        return optimizer_step(prior_losses(priors, data, batch_size, generator), opt, 1.0)
+
+    trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    return trainer.result(priors.eval())
+
+
+def load_pretrained(name: str = "jukebox-songs") -> Jukebox:
+    """The shipped Jukebox: checkpoints ``NAME-vqvae`` and ``NAME-priors`` (or two folders ``NAME/vqvae``...)."""
+    vqvae = checkpoint.load_pretrained(f"{name}-vqvae", HierarchicalVQVAE, VQVAEConfig)
+    priors = checkpoint.load_pretrained(f"{name}-priors", JukeboxPriors, PriorConfig)
+    return Jukebox(vqvae, priors)
+
+
+class Jukebox(nn.Module):
+    """Sampling through the hierarchy: top prior -> middle upsampler -> bottom upsampler -> bottom decoder."""
+
+    def __init__(self, vqvae: HierarchicalVQVAE, priors: JukeboxPriors) -> None:
+        super().__init__()
+        if vqvae.config.codebook_size != priors.config.codebook_size:
+            raise ValueError(f"The VQ-VAE has {vqvae.config.codebook_size} codes per level, the priors "
+                             f"{priors.config.codebook_size}: train them together (course-lib train jukebox).")
+        self.vqvae, self.priors = vqvae.eval(), priors.eval()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vqvae.sample_rate
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return self.priors.config.styles
+
+    def encode(self, wav: Tensor) -> list[Tensor]:
+        return self.vqvae.encode(wav)
+
+    def decode(self, codes: Tensor, level: int = 0) -> Tensor:
+        return self.vqvae.decode(codes, level)
+
+    @torch.no_grad()
+    def sample_top(self, n: int, style: str, key: str | None, tempo_bpm: float | None, seconds: float,
+                   prompt: Tensor | None = None, generator: torch.Generator | None = None,
+                   temperature: float = 1.0) -> Tensor:
+        """Top codes (n, seconds * 125), continuing ``prompt`` (n, P) when given; windowed past the context."""
+        total = int(round(seconds * self.vqvae.tokens_per_second(2)))
+        prompt = torch.zeros(n, 0, dtype=torch.long) if prompt is None else prompt
+        if prompt.shape[1] >= total:
+            return prompt[:, :total]
+        cfg = self.priors.config
+        prefix = self.priors.prefix(style, key, tempo_bpm, seconds).expand(n, -1)
+        cond = self.priors.timing(0, total, total).expand(n, -1, -1)
+        return self.priors.top.sample(prompt, total - prompt.shape[1], temperature=temperature, generator=generator,
+                                      prefix=prefix, cond=cond, window_stride=cfg.top_context // 2)
+
+    @torch.no_grad()
+    def upsample(self, level: int, upper: Tensor, style: str, prompt: Tensor | None = None,
+                 generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """Codes of ``level`` (0 or 1) from the codes of ``level + 1`` (B, N): (B, N * ratio), windowed."""
+        cfg = self.priors.config
+        n_out = upper.shape[1] * cfg.level_ratio
+        cond = self.priors.conditioners[level](upper)               # (B, n_out, C)
+        style_ids = torch.full((upper.shape[0], 1), self.priors.style_id(style))
+        prompt = torch.zeros(upper.shape[0], 0, dtype=torch.long) if prompt is None else prompt
+        return self.priors.upsamplers[level].sample(prompt, n_out - prompt.shape[1], temperature=temperature,
+                                                    generator=generator, prefix=style_ids, cond=cond,
+                                                    window_stride=cfg.up_context // 2)
+
+    @torch.no_grad()
+    def generate(self, n: int, style: str, key: str | None = None, tempo_bpm: float | None = None,
+                 seconds: float = 4.0, generator: torch.Generator | None = None, temperature: float = 1.0,
+                 prompt_codes: list[Tensor] | None = None) -> Tensor:
+        """``n`` new songs (n, 1, seconds * sample_rate) of ``style`` (see :attr:`styles`), ancestral sampling."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}.")
+        self.priors.style_id(style)
+        prompts = prompt_codes or [None, None, None]
+        top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature)
+        middle = self.upsample(1, top, style, prompts[1], generator, temperature)
+        bottom = self.upsample(0, middle, style, prompts[0], generator, temperature)
+        return self.decode(bottom, 0)
+
+    @torch.no_grad()
+    def continue_(self, prompt_wav: Tensor, seconds: float, style: str, generator: torch.Generator | None = None,
+                  key: str | None = None, tempo_bpm: float | None = None, sample_rate: int | None = None) -> Tensor:
+        """Primed sampling: encode ``prompt_wav`` (1, 1, T), keep its codes, and continue to ``seconds`` in all."""
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise ValueError(f"prompt_wav is at {sample_rate} Hz; this model works at {self.sample_rate} Hz: "
+                             f"resample it with course_lib.audio.resample(wav, {sample_rate}, {self.sample_rate}).")
+        prompt_s = prompt_wav.shape[-1] / self.sample_rate
+        if prompt_s >= seconds:
+            raise ValueError(f"The prompt lasts {prompt_s:.2f} s; ask for more seconds than that (got {seconds}).")
+        top_hop = self.vqvae.hop_lengths[-1]
+        usable = prompt_wav.shape[-1] // top_hop * top_hop              # whole top-level tokens only
+        codes = self.encode(prompt_wav[..., :usable])
+        return self.generate(1, style, key, tempo_bpm, seconds, generator, prompt_codes=codes)
+
+

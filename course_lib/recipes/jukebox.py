@@ -1,0 +1,263 @@
+"""``course-lib train|eval|generate jukebox``: songs, the two training stages, the card's measurements.
+
+    course-lib train jukebox --stage vqvae  --preset small --steps 1500 --threads 1
+    course-lib train jukebox --stage priors --preset small --steps 3000 --vqvae runs/jukebox-songs/vqvae
+    course-lib eval jukebox --checkpoint jukebox-songs
+
+Rulers (chosen before training, none of them used in training):
+
+- VQ-VAE: codebook usage per level and reconstruction error per level (multi-scale mel distance and
+  the spectral loss) on test songs; the paper's ordering is that the error rises from bottom to top.
+- priors: held-out bits per token per level beside a unigram baseline (the codes' own histogram).
+- generated songs: a style classifier trained on *test-split* songs only (never on the training
+  songs, never on generated audio); tempo and key estimated from the audio
+  (:func:`course_lib.data.songs.estimate_tempo`, :func:`~course_lib.data.songs.estimate_key`);
+  nearest-neighbour distance to the training songs' top codes against that of real test songs.
+"""
+from __future__ import annotations
+
+import math
+import argparse
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from course_lib import checkpoint, gan_eval
+from course_lib.data.songs import STYLES, Songs, estimate_key, estimate_tempo
+from course_lib.jukebox import (PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPriors, PriorConfig, SongCodes,
+                                VQVAEConfig, fit_priors, fit_vqvae, load_pretrained, prior_losses, spectral_loss)
+from course_lib.metrics import multiscale_mel_distance
+from course_lib.quantize import codebook_stats
+from course_lib.audio import save
+from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+                                       positive_float, positive_int, train_parser)
+from course_lib.train import is_main_process
+
+__all__ = ["load_songs", "encode_songs", "vqvae_report", "prior_report", "style_classifier", "generation_report",
+           "train_cli", "eval_cli", "generate_cli", "bench"]
+
+SECONDS = 6.0          # training and test songs
+GEN_PER_STYLE, GEN_SECONDS = 2, 3.0      # generated songs per style on the card, and their length
+
+
+def load_songs(split: str, size: int, seconds: float = SECONDS, seed: int = 0, sample_rate: int = 16_000):
+    """(audio (N, 1, T), examples' attributes, the dataset) of ``size`` songs of one split."""
+    ds = Songs(split, size=size, seconds=seconds, sample_rate=sample_rate, seed=seed)
+    batch = ds.examples(range(size))
+    return batch.audio, batch.attributes, ds
+
+
+@torch.no_grad()
+def encode_songs(vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list[dict], styles: Sequence[str],
+                 seconds: float) -> SongCodes:
+    """Codes of every level, computed once, with each song's style, key and tempo."""
+    codes = [torch.cat(c) for c in zip(*(vqvae.encode(audio[i:i + 16]) for i in range(0, len(audio), 16)))]
+    style = torch.tensor([list(styles).index(a["style"]) for a in attributes])
+    return SongCodes(codes, style, [a["key"] for a in attributes], [float(a["tempo_bpm"]) for a in attributes],
+                     seconds)
+
+
+@torch.no_grad()
+def vqvae_report(vqvae: HierarchicalVQVAE, audio: torch.Tensor) -> dict:
+    """Per level: codebook usage, mel distance and SI-free spectral error of the reconstruction (test songs)."""
+    out = {}
+    codes = [torch.cat(c) for c in zip(*(vqvae.encode(audio[i:i + 16]) for i in range(0, len(audio), 16)))]
+    for level, name in enumerate(("bottom", "middle", "top")):
+        rec = torch.cat([vqvae.decode(codes[level][i:i + 16], level) for i in range(0, len(audio), 16)])
+        rec = rec[..., :audio.shape[-1]]
+        stats = codebook_stats(codes[level][:, None], vqvae.config.codebook_size)
+        out[name] = {"hop_length": vqvae.hop_lengths[level], "tokens_per_second": vqvae.tokens_per_second(level),
+                     "codebook_usage": round(float(stats.usage[0]), 4),
+                     "mel_distance_db": round(float(multiscale_mel_distance(rec, audio, vqvae.sample_rate).mean()), 3),
+                     "spectral_loss": round(float(spectral_loss(rec, audio)), 4)}
+    return out
+
+
+@torch.no_grad()
+def prior_report(priors: JukeboxPriors, data: SongCodes, batches: int = 8, seed: int = 0) -> dict:
+    """Held-out bits per token per level (random windows of test songs) beside the unigram baseline."""
+    g = torch.Generator().manual_seed(seed)
+    losses = [prior_losses(priors, data, 16, g, condition_dropout=0.0) for _ in range(batches)]
+    out = {}
+    for name, level, values in (("top", 2, [x.top for x in losses]), ("middle", 1, [x.middle for x in losses]),
+                                ("bottom", 0, [x.bottom for x in losses])):
+        counts = torch.bincount(data.codes[level].flatten(), minlength=priors.config.codebook_size).float() + 1
+        p = counts / counts.sum()
+        unigram = float(-(p * p.log2()).sum())                  # entropy of the codes' own histogram
+        out[name] = {"bits_per_token": round(float(torch.stack(values).mean()) / math.log(2), 3),
+                     "unigram_bits_per_token": round(unigram, 3)}
+    return out
+
+
+def style_classifier(audio: torch.Tensor, attributes: list[dict], styles: Sequence[str], seed: int = 0,
+                     steps: int = 300) -> gan_eval.AudioClassifier:
+    """A log-mel conv net trained on real songs of the *test* split only (the ruler of generated styles)."""
+    labels = torch.tensor([list(styles).index(a["style"]) for a in attributes])
+    clf, _ = gan_eval.train_classifier(audio, labels, list(styles), 16_000, steps=steps, batch_size=16,
+                                       generator=torch.Generator().manual_seed(seed), noise_snr_db=None)
+    return clf
+
+
+@torch.no_grad()
+def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: torch.Tensor, test_top: torch.Tensor,
+                      per_style: int, seconds: float, seed: int = 0) -> dict:
+    """Style accuracy, tempo error and key accuracy of generated songs, and a nearest-neighbour check."""
+    g = torch.Generator().manual_seed(seed)
+    right, tempo_err, key_right, n, nn_gen = 0, [], 0, 0, []
+    keys = ("A minor", "C major", "E minor", "F major", "D minor", "G major")
+    for s, style in enumerate(model.styles):
+        key, tempo = keys[s % len(keys)], float(sum(STYLES[style].tempo) // 2)     # the middle of its range
+        wav = model.generate(per_style, style, key, tempo, seconds, generator=g)
+        right += int((clf.predict(wav).logits.argmax(-1) == s).sum())
+        for w in wav:
+            tempo_err.append(abs(estimate_tempo(w, model.sample_rate) - tempo) / tempo)
+            key_right += int(estimate_key(w, model.sample_rate).name == key)
+        top = model.encode(wav)[2]
+        nn_gen.append(_nn_distance(top, train_top))
+        n += per_style
+    return {"songs": n, "style_accuracy": round(right / n, 4),
+            "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
+            "key_accuracy": round(key_right / n, 4),
+            "nn_top_code_mismatch_generated": round(float(torch.cat(nn_gen).median()), 4),
+            "nn_top_code_mismatch_test": round(float(_nn_distance(test_top, train_top).median()), 4)}
+
+
+def _nn_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Fraction of differing top codes to the nearest training song (aligned, over the shorter length)."""
+    n = min(a.shape[1], b.shape[1])
+    return torch.stack([(x[:n] != b[:, :n]).float().mean(1).min() for x in a])
+
+
+def _train_parser():
+    p = train_parser("jukebox", PRESETS, ("songs",))
+    p.add_argument("--stage", choices=("vqvae", "priors"), required=True, help="the VQ-VAE first, then the priors")
+    p.add_argument("--vqvae", default=None, help="the VQ-VAE to encode with (stage priors): a folder or name")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--lr", type=positive_float, default=None, help="default: 3e-4 (vqvae) / 1e-3 (priors)")
+    p.add_argument("--seconds", type=positive_float, default=SECONDS, help="length of the training songs")
+    p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
+                   help="generated songs per style measured on the priors' card (0: none)")
+    p.add_argument("--gen-seconds", type=positive_float, default=GEN_SECONDS, help="their length")
+    return p
+
+
+def train_cli(argv: Sequence[str]) -> int:
+    """``course-lib train jukebox --stage vqvae|priors ...``."""
+    args = _train_parser().parse_args(argv)
+    vq = args.stage == "vqvae"
+    batch, lr = args.batch_size, args.lr or (3e-4 if vq else 1e-3)
+    if not vq and args.vqvae is None:
+        raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
+    if args.run_dir is None:
+        args.run_dir = f"runs/jukebox-songs/{args.stage}"
+    run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
+                   vqvae=args.vqvae)
+    n_train, n_test = args.train_size or 256, args.eval_size or 64
+    audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
+    test_audio, test_attrs, _ = load_songs("test", n_test, args.seconds, args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)                                    # weight initialisation
+    if vq:
+        model = HierarchicalVQVAE(VQVAEConfig.preset(run.preset)).to(run.device)
+        result = fit_vqvae(model, audio, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
+                           checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
+                           progress=not args.no_progress)
+        if not is_main_process() or not result.finished:
+            return export(run, result, model.config, {})
+        checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
+        metrics = vqvae_report(result.model, test_audio)
+        config = model.config
+    else:
+        vqvae = checkpoint.load_pretrained(args.vqvae, HierarchicalVQVAE, VQVAEConfig)
+        data, test = (encode_songs(vqvae, a, t, ds.classes, args.seconds)
+                      for a, t in ((audio, attrs), (test_audio, test_attrs)))
+        config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
+                         codebook_size=vqvae.config.codebook_size)
+        model = JukeboxPriors(config).to(run.device)
+        result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
+                            checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
+                            progress=not args.no_progress)
+        if not is_main_process() or not result.finished:
+            return export(run, result, config, {})
+        checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
+        metrics = prior_report(result.model, test, seed=args.seed)
+        if args.gen_per_style:
+            clf = style_classifier(test_audio, test_attrs, ds.classes, args.seed)
+            metrics["generated"] = generation_report(Jukebox(vqvae, result.model), clf, data.codes[2],
+                                                     test.codes[2], args.gen_per_style, args.gen_seconds, args.seed)
+    info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae,
+                eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
+                      "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
+    return export(run, result, config, info, dtype=torch.float16)
+
+
+
+def eval_cli(argv: Sequence[str]) -> dict:
+    """``course-lib eval jukebox --checkpoint jukebox-songs``: the cards' numbers, recomputed, and generated songs."""
+    p = eval_parser("jukebox", "jukebox-songs", ("songs",))
+    p.add_argument("--per-style", type=nonnegative_int, default=None,
+                   help="generated songs per style (default: the card's; 0: none)")
+    p.add_argument("--seconds", type=positive_float, default=None, help="length of each generated song (the card's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_pretrained(args.checkpoint)
+    info = checkpoint.read_card(f"{args.checkpoint}-priors")
+    ev, seed = info.get("eval", {}), args.seed if args.seed is not None else info.get("seed", 0)
+    n_test = args.eval_size or ev.get("eval_size", 64)
+    seconds = ev.get("seconds", SECONDS)
+    test_audio, test_attrs, ds = load_songs("test", n_test, seconds, seed)
+    train_audio, train_attrs, _ = load_songs("train", info.get("settings", {}).get("train_size") or 256, seconds, seed)
+    out = {"checkpoint": args.checkpoint, "vqvae": vqvae_report(model.vqvae, test_audio),
+           "priors": prior_report(model.priors, encode_songs(model.vqvae, test_audio, test_attrs, ds.classes, seconds),
+                                  seed=seed)}
+    per_style = args.per_style if args.per_style is not None else ev.get("gen_per_style", GEN_PER_STYLE)
+    if per_style:
+        clf = style_classifier(test_audio, test_attrs, ds.classes, seed)
+        train_top = encode_songs(model.vqvae, train_audio, train_attrs, ds.classes, seconds).codes[2]
+        test_top = encode_songs(model.vqvae, test_audio, test_attrs, ds.classes, seconds).codes[2]
+        out["generated"] = generation_report(model, clf, train_top, test_top, per_style,
+                                             args.seconds or ev.get("gen_seconds", GEN_SECONDS), seed)
+    return out
+
+
+def generate_cli(argv: Sequence[str]) -> int:
+    """``course-lib generate jukebox --style waltz --n 2 --seconds 4 --out songs/``: WAV files."""
+    p = argparse.ArgumentParser(prog="course-lib generate jukebox")
+    p.add_argument("--checkpoint", default="jukebox-songs")
+    p.add_argument("--style", required=True)
+    p.add_argument("--key", default=None, help='e.g. "A minor" (default: the model chooses)')
+    p.add_argument("--tempo", type=positive_float, default=None, help="bpm (default: the model chooses)")
+    p.add_argument("--n", type=positive_int, default=1)
+    p.add_argument("--seconds", type=positive_float, default=4.0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", default="jukebox-samples")
+    args = p.parse_args(argv)
+    model = load_pretrained(args.checkpoint)
+    wav = model.generate(args.n, args.style, args.key, args.tempo, args.seconds, torch.Generator().manual_seed(args.seed))
+    for i, w in enumerate(wav):
+        save(Path(args.out) / f"jukebox_{args.style}_{args.seed}_{i:03d}.wav", w, model.sample_rate)
+    print(f"wrote {args.n} songs of {args.seconds:g} s to {args.out}/")
+    return 0
+
+
+def bench(seconds: float = 1.0) -> dict:
+    """Sampling speed per level (real-time factor on this CPU) of the shipped model, or an untrained small one."""
+    try:
+        model = load_pretrained()
+    except checkpoint.CheckpointError:
+        model = Jukebox(HierarchicalVQVAE(VQVAEConfig.preset("small")), JukeboxPriors(PriorConfig.preset("small")))
+    style, g = model.styles[0], torch.Generator().manual_seed(0)
+    top = model.sample_top(1, style, None, None, seconds, generator=g)
+    middle = model.upsample(1, top, style, generator=g)
+    bottom = model.upsample(0, middle, style, generator=g)
+    times = {"top": best_time(lambda: model.sample_top(1, style, None, None, seconds, generator=g), repeat=1),
+             "middle": best_time(lambda: model.upsample(1, top, style, generator=g), repeat=1, warmup=0),
+             "bottom": best_time(lambda: model.upsample(0, middle, style, generator=g), repeat=1, warmup=0),
+             "decode": best_time(lambda: model.decode(bottom, 0), repeat=3)}
+    out = {f"{k}_rtf": round(v / seconds, 3) for k, v in times.items()}
+    out["total_rtf"] = round(sum(times.values()) / seconds, 3)
+    out["threads"] = torch.get_num_threads()
+    return out

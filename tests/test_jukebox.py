@@ -1,0 +1,169 @@
+"""Jukebox: the hierarchical VQ-VAE's levels, the conditioner's alignment, priors that learn, sampling."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from course_lib import checkpoint
+from course_lib import jukebox as J
+
+TINY = J.VQVAEConfig.preset("tiny")
+TINY_PRIOR = replace(J.PriorConfig.preset("tiny"), styles=("a", "b"))
+
+
+def _tones(n: int = 4, seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(16_000 * seconds) // 128 * 128) / 16_000       # whole top-level tokens
+    f = 200 + 600 * torch.rand(n, 1, 1, generator=g)
+    return 0.5 * torch.sin(2 * torch.pi * f * t) * (0.6 + 0.4 * torch.sin(2 * torch.pi * 3 * t))
+
+
+def test_each_level_has_its_hop_length_and_reconstructs_on_its_own():
+    model = J.HierarchicalVQVAE(TINY).eval()
+    wav = _tones(2)                                                      # (2, 1, 7936)
+    codes = model.encode(wav)
+    assert [c.shape for c in codes] == [(2, 7936 // h) for h in (8, 32, 128)]
+    for level, c in enumerate(codes):
+        assert model.decode(c, level).shape == (2, 1, 7936)             # every level alone makes audio
+    assert [model.tokens_per_second(i) for i in range(3)] == [2000, 500, 125]
+    assert len(model.encoders) == len(model.decoders) == 3 and model.encoders[0] is not model.encoders[2]
+
+
+def test_vqvae_training_lowers_the_loss_and_the_error_rises_from_bottom_to_top():
+    torch.manual_seed(0)
+    model = J.HierarchicalVQVAE(replace(TINY, width=16, codebook_size=32))
+    clips = _tones(8, 1.0)
+    before = model(clips[:4], torch.Generator().manual_seed(0)).total.item()
+    result = J.fit_vqvae(model, clips, steps=80, batch_size=4, crop_s=0.25, lr=1e-3, progress=False,
+                         generator=torch.Generator().manual_seed(0))
+    assert result.finished and result.history.mean("total", last_n=3) < 0.8 * before
+    errors = []
+    with torch.no_grad():
+        codes = model.encode(clips)
+        for level in range(3):
+            errors.append(float((model.decode(codes[level], level) - clips).square().mean()))
+    assert errors[0] < errors[2], errors                                  # the paper's ordering (at least ends)
+
+
+def test_spectral_loss_is_zero_for_equal_signals_and_grows_with_noise():
+    x = _tones(2, 0.5)
+    assert J.spectral_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    small = J.spectral_loss(x + 0.01 * torch.randn_like(x), x)
+    large = J.spectral_loss(x + 0.1 * torch.randn_like(x), x)
+    assert 0 < small < large
+
+
+def test_conditioner_upsamples_to_the_lower_level_and_stays_aligned():
+    cond = J.Conditioner(codebook_size=16, width=8, ratio=4, depth=1)
+    upper = torch.randint(0, 16, (2, 10))
+    out = cond(upper)
+    assert out.shape == (2, 40, 8)
+    # Changing the last upper token changes the last lower positions most (alignment), not the first ones.
+    changed = upper.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 16
+    diff = (cond(changed) - out).abs().sum(-1)                            # (2, 40)
+    assert diff[:, -4:].mean() > 10 * diff[:, :4].mean()
+
+
+def test_prior_prefix_and_timing():
+    priors = J.JukeboxPriors(TINY_PRIOR)
+    p = priors.prefix("b", "A minor", 120.0, 6.0)
+    assert p.shape == (1, 4) and int(p.max()) < TINY_PRIOR.prefix_vocab_size
+    assert priors.prefix("b", None, None, 6.0)[0, 1] != p[0, 1]           # unknown key has its own token
+    t = priors.timing(0, 8, 8)
+    assert t.shape == (1, 8, TINY_PRIOR.fraction_buckets) and t.sum() == 8
+    with pytest.raises(ValueError, match="Unknown style"):
+        priors.prefix("polka", None, None, 4.0)
+    with pytest.raises(ValueError, match="Unknown key"):
+        priors.prefix("a", "H major", None, 4.0)
+
+
+def _fake_songs(n: int = 8, top: int = 32) -> J.SongCodes:
+    """Codes with structure: style a repeats 0..7, style b counts down; lower levels repeat the upper code."""
+    styles = torch.arange(n) % 2
+    tops = torch.stack([torch.arange(top) % 8 if s == 0 else (7 - torch.arange(top) % 8) for s in styles])
+    middle = tops.repeat_interleave(4, dim=1)
+    bottom = middle.repeat_interleave(4, dim=1)
+    return J.SongCodes([bottom, middle, tops], styles, ["A minor"] * n, [120.0] * n, 4.0)
+
+
+def test_priors_learn_structured_codes():
+    torch.manual_seed(0)
+    priors = J.JukeboxPriors(TINY_PRIOR)
+    data = _fake_songs()
+    first = J.prior_losses(priors, data, 8, torch.Generator().manual_seed(0))
+    result = J.fit_priors(priors, data, steps=150, batch_size=8, lr=3e-3, progress=False,
+                          generator=torch.Generator().manual_seed(0))
+    last = result.history.records[-1]
+    assert last["top"] < 0.3 * first.top.item() and last["bottom"] < 0.3 * first.bottom.item(), (first, last)
+
+
+def test_sampling_is_deterministic_and_has_the_requested_length():
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
+    a = model.generate(2, "a", seconds=0.5, generator=torch.Generator().manual_seed(1))
+    b = model.generate(2, "a", seconds=0.5, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 1, round(0.5 * 125) * 128)
+    torch.testing.assert_close(a, b)
+    top = model.sample_top(1, "a", None, None, 1.0, generator=torch.Generator().manual_seed(0))
+    assert top.shape == (1, 125)                                          # windowed past the 64-token context
+
+
+def test_continuation_keeps_the_prompt_codes():
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
+    prompt = _tones(1, 0.25)
+    out = model.continue_(prompt, 0.5, "b", generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, round(0.5 * 125) * 128)
+    # Primed sampling keeps the prompt's own codes and continues after them.
+    codes = model.encode(prompt)
+    top = model.sample_top(1, "b", None, None, 0.5, prompt=codes[2], generator=torch.Generator().manual_seed(0))
+    assert top.shape == (1, 62) and torch.equal(top[:, :codes[2].shape[1]], codes[2])
+
+
+def test_bad_input_is_refused():
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
+    with pytest.raises(ValueError, match="Unknown style"):
+        model.generate(1, "polka", seconds=0.5)
+    with pytest.raises(ValueError, match="too short"):
+        model.encode(torch.zeros(1, 1, 100))
+    with pytest.raises(ValueError, match="resample"):
+        model.continue_(_tones(1, 0.25), 1.0, "a", sample_rate=44_100)
+    with pytest.raises(ValueError, match="level must be"):
+        model.decode(torch.zeros(1, 4, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="0..63"):
+        model.decode(torch.full((1, 4), 64), 0)
+    with pytest.raises(ValueError, match="codes per level"):
+        J.Jukebox(J.HierarchicalVQVAE(TINY), J.JukeboxPriors(replace(TINY_PRIOR, codebook_size=32)))
+    with pytest.raises(ValueError, match="powers of two"):
+        J.VQVAEConfig(hop_lengths=(8, 24, 128))
+
+
+def test_checkpoints_round_trip(tmp_path):
+    vq, pr = J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR).eval()
+    checkpoint.save_pretrained(vq, vq.config, tmp_path / "jb-vqvae")
+    checkpoint.save_pretrained(pr, pr.config, tmp_path / "jb-priors")
+    loaded = J.load_pretrained(str(tmp_path / "jb"))
+    wav = _tones(1, 0.25)
+    torch.testing.assert_close(loaded.encode(wav)[1], vq.encode(wav)[1])
+    assert loaded.styles == ("a", "b")
+
+
+def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkeypatch):
+    from functools import partial
+
+    from course_lib.recipes import jukebox as R
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(R, "style_classifier", partial(R.style_classifier, steps=10))   # a quick ruler for the test
+    common = ["--preset", "tiny", "--steps", "2", "--train-size", "6", "--eval-size", "6", "--threads", "1",
+              "--no-progress"]
+    assert R.train_cli(["--stage", "vqvae", *common, "--out", "jb-vqvae"]) == 0
+    assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--out", "jb-priors",
+                        "--gen-per-style", "1", "--gen-seconds", "2"]) == 0
+    vq_card, prior_card = checkpoint.read_card("jb-vqvae"), checkpoint.read_card("jb-priors")
+    assert vq_card["stopped_by"] == prior_card["stopped_by"] == "max_steps"
+    assert set(vq_card["metrics"]) == {"bottom", "middle", "top"} and prior_card["metrics"]["generated"]["songs"] == 6
+    again = R.eval_cli(["--checkpoint", str(tmp_path / "jb"), "--threads", "1"])
+    assert again["vqvae"] == vq_card["metrics"]
+    assert again["priors"] == {k: v for k, v in prior_card["metrics"].items() if k != "generated"}
+    assert again["generated"] == prior_card["metrics"]["generated"]
