@@ -35,14 +35,24 @@ def collate(examples: Sequence[Example]) -> Batch:
 
 
 class BatchRendered(Dataset):
-    """A dataset that renders whole batches at once: a subclass defines ``examples(indices) -> Batch``.
+    """A dataset that renders whole batches at once.
 
-    ``ds[i]`` and a DataLoader (torch >= 2.1 asks ``__getitems__`` for a whole batch) both go
-    through that one vectorized path.
+    A subclass defines ``_render(indices, with_captions) -> (audio (B, T) float32 numpy, labels,
+    attributes, captions)``; ``batch``, ``examples``, ``ds[i]`` and a DataLoader (torch >= 2.1 asks
+    ``__getitems__`` for a whole batch) all go through that one vectorized path.
     """
 
-    def examples(self, indices: Sequence[int]) -> Batch:
+    def _render(self, indices: Sequence[int], with_captions: bool) -> tuple[Any, list[int], list[dict], list[str]]:
         raise NotImplementedError
+
+    def batch(self, indices: Sequence[int]) -> Tensor:
+        """Fast path: audio only, (B, 1, T) float32, rendered together (identical to ``ds[i].audio``)."""
+        return torch.from_numpy(self._render(indices, False)[0][:, None])
+
+    def examples(self, indices: Sequence[int]) -> Batch:
+        """A whole Batch (audio (B, 1, T), labels, captions, attributes) rendered together."""
+        audio, labels, attrs, caps = self._render(indices, True)
+        return Batch(torch.from_numpy(audio[:, None]), torch.tensor(labels, dtype=torch.long), caps, attrs)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Example]:
         b = self.examples(indices)

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from course_lib.data import synth as S
-from course_lib.data.base import Batch, BatchRendered
+from course_lib.data.base import BatchRendered
 
 __all__ = ["Songs", "Style", "STYLES", "Key", "estimate_tempo", "estimate_key", "chroma", "bench_songs"]
 
@@ -322,15 +321,6 @@ class Songs(BatchRendered):
                  for n, i, a in zip(names, idx, raw)]
         caps = [_caption(a, np.random.default_rng(c)) if with_captions else "" for a, (_, c) in zip(attrs, seqs)]
         return audio, labels, attrs, caps
-
-    def batch(self, indices: Sequence[int]) -> Tensor:
-        """Fast path: audio only, (B, 1, T) float32, rendered together (identical to ``ds[i].audio``)."""
-        return torch.from_numpy(self._render(indices, False)[0][:, None])
-
-    def examples(self, indices: Sequence[int]) -> Batch:
-        """A whole Batch (audio (B, 1, T), labels, captions, attributes) rendered together."""
-        audio, labels, attrs, caps = self._render(indices, True)
-        return Batch(torch.from_numpy(audio[:, None]), torch.tensor(labels, dtype=torch.long), caps, attrs)
 
 
 def _caption(a: dict[str, Any], g: np.random.Generator) -> str:

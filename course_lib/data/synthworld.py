@@ -28,12 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.fft as sfft
 import torch
-from torch import Tensor
 
 from course_lib.data import captions
 from course_lib.data import synth as S
 from course_lib.data import synth_speech as V
-from course_lib.data.base import Batch, BatchRendered
+from course_lib.data.base import BatchRendered
 from course_lib.data.classes import FAMILIES, FAMILY_OF, global_label
 
 __all__ = ["SynthWorld", "bench_synthworld", "music"]
@@ -267,15 +266,6 @@ class SynthWorld(BatchRendered):
         # in every model trained on them. They are far below 16-bit resolution: set them to zero.
         audio[np.abs(audio) < 1.1754944e-38] = 0.0   # np.finfo(np.float32).tiny
         return audio, labels, attrs, caps
-
-    def batch(self, indices: Sequence[int]) -> Tensor:
-        """Fast path: audio only, (B, 1, T) float32, rendered together (identical to ``ds[i].audio``)."""
-        return torch.from_numpy(self._render(indices, False)[0][:, None])
-
-    def examples(self, indices: Sequence[int]) -> Batch:
-        """A whole Batch (audio, labels, captions, attributes) rendered together."""
-        audio, labels, attrs, caps = self._render(indices, True)
-        return Batch(torch.from_numpy(audio[:, None]), torch.tensor(labels, dtype=torch.long), caps, attrs)
 
 
 def bench_synthworld(n: int = 200, sample_rate: int = 16000, duration: float = 1.0, batch_size: int = 64) -> float:
