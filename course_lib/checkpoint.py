@@ -198,7 +198,8 @@ def _tied(model: nn.Module) -> list[list[str]]:
     """Names of state-dict entries that share storage (tied weights), each group in state-dict order."""
     groups: dict[int, list[str]] = {}
     for name, t in model.state_dict(keep_vars=True).items():
-        groups.setdefault(t.data_ptr(), []).append(name)
+        if t.numel():                                   # empty tensors may share the null pointer without a tie
+            groups.setdefault(t.data_ptr(), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
 
 

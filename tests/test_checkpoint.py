@@ -419,3 +419,25 @@ def test_concurrent_saves_and_loads_never_fail(tmp_path):
         t.join(timeout=120)
     assert not errors, errors[:3]
     assert loads[0] > 10 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+class Tied(Tiny):
+    """A tied pair (as a language model's embedding and output head) and two empty buffers that are not tied."""
+
+    def __init__(self, config: TinyConfig):
+        super().__init__(config)
+        self.embed = nn.Embedding(5, config.width)
+        self.head = nn.Linear(config.width, 5, bias=False)
+        self.head.weight = self.embed.weight
+        self.register_buffer("none_a", torch.zeros(0))
+        self.register_buffer("none_b", torch.zeros(0, 3))
+
+
+def test_tied_weights_are_stored_once_and_retied(tmp_path):
+    model = Tied(TinyConfig())
+    checkpoint.save_pretrained(model, model.config, tmp_path / "tied")
+    loaded = load_pretrained(tmp_path / "tied", Tied, TinyConfig)
+    assert loaded.head.weight is loaded.embed.weight                  # still one parameter after loading
+    torch.testing.assert_close(loaded.embed.weight, model.embed.weight)
+    assert loaded.none_b.shape == (0, 3) and read_card(tmp_path / "tied")["parameters"] == sum(
+        p.numel() for p in model.parameters())
