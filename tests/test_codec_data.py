@@ -79,9 +79,8 @@ def test_voices_mix_card_records_every_source_with_its_license(tmp_path, monkeyp
             "--run-dir", "run", "--out", str(out)]
     assert recipe.train_cli(args) == 0
     card = checkpoint.read_card(out)
-    listed = card["data"] + card.get("more_data", [])                 # more_data: sources not in DATA_SOURCES (yet)
-    assert [d["name"] for d in listed] == [DATA_SOURCES["fsdd"].name, recipe.VOICES_SOURCE.name]
-    assert "CC BY-SA 4.0" in listed[0]["license"] and listed[1]["license"] == voices.LICENSE_NOTE
+    assert [d["name"] for d in card["data"]] == [DATA_SOURCES["fsdd"].name, DATA_SOURCES["voices"].name]
+    assert "CC BY-SA 4.0" in card["data"][0]["license"] and card["data"][1]["license"] == voices.LICENSE_NOTE
     assert "GPL-3.0" in voices.LICENSE_NOTE and recipe._card_sources(str(out)) == ["fsdd", "voices"]
     assert card["heldout_speaker"] == "jackson" and card["settings"]["heldout_speaker"] == "jackson"
     assert list(card["metrics"]) == ["fsdd-unseen-jackson", "voices-unseen", "fsdd-seen-speakers"]

@@ -37,21 +37,17 @@ from course_lib.codec import PRESETS, Codec, CodecConfig, fit, load_pretrained
 from course_lib.data import voices
 from course_lib.metrics import multiscale_mel_distance, pesq_wb, si_sdr, stoi
 from course_lib.quantize import codebook_stats
-from course_lib.recipes.common import (DATA_SOURCES, DataSource, best_time, card, eval_parser, export,
+from course_lib.recipes.common import (DATA_SOURCES, best_time, card, eval_parser, export,
                                        nonnegative_int, plan_run, positive_float, positive_int, train_parser)
 from course_lib.train import is_main_process
 
-__all__ = ["DATA", "VOICES_SOURCE", "load_clips", "fsdd_takes", "fsdd_speakers", "speed_perturb", "voices_clips",
+__all__ = ["DATA", "load_clips", "fsdd_takes", "fsdd_speakers", "speed_perturb", "voices_clips",
            "mix", "training_clips", "EvalSet", "evaluation_sets", "evaluation_report", "train_cli", "eval_cli",
            "bench"]
 
 DATA = ("synthworld", "fsdd", "voices-mix")
 FSDD_BAND_HZ = 4000.0            # FSDD is recorded at 8 kHz: nothing above 4 kHz
 DEFAULT_HELDOUT = "george"
-# Not (yet) in recipes.common.DATA_SOURCES: cards list it beside the registered sources ("more_data").
-VOICES_SOURCE = DataSource("espeak-ng synthetic voices (course_lib.data.voices, synthesized offline)",
-                           voices.LICENSE_NOTE, "espeak-ng, https://github.com/espeak-ng/espeak-ng "
-                           "(via the espeakng-loader package)")
 RULERS = {"mel_distance": "dB, 0 = identical (lower is better)",
           "si_sdr": "dB, higher is better; very negative when the phase is wrong",
           "pesq_wb": "ITU-T P.862.2 MOS, about 1.02 (white noise against speech) .. 4.64 (identical)",
@@ -145,7 +141,7 @@ def mix(a: list, b: list, fraction_b: float) -> list:
 class TrainingClips(NamedTuple):
     clips: list[Tensor]         # (1, T_i) each, what fit() draws crops from
     ids: list[str]              # one per clip: FSDD file name (+ speed), voices id, or synthworld index
-    sources: list[str]          # data-source keys (DATA_SOURCES, or "voices")
+    sources: list[str]          # data-source keys of recipes.common.DATA_SOURCES
 
 
 def training_clips(source: str, sample_rate: int, *, size: int | None = None, seed: int = 0,
@@ -366,9 +362,7 @@ def train_cli(argv: Sequence[str]) -> int:
     model = result.model.cpu()
     checkpoint.round_trip_(model, torch.float16)                   # the card describes the fp16 file we ship
     metrics = _report_all(model, sets)
-    registered = [s for s in sources if s in DATA_SOURCES]
-    more = [VOICES_SOURCE._asdict() for s in sources if s == "voices" and s not in DATA_SOURCES]
-    info = card(run, result, registered, metrics, more_data=more, init_from=args.init_from, stored_dtype="float16",
+    info = card(run, result, sources, metrics, init_from=args.init_from, stored_dtype="float16",
                 training_clips=len(train.clips), heldout_speaker=heldout,
                 eval={"data": args.data, "heldout_speaker": heldout, "eval_size": args.eval_size,
                       "voices_eval_size": args.voices_eval_size if speech else 0, "rulers": RULERS,
@@ -380,9 +374,8 @@ def train_cli(argv: Sequence[str]) -> int:
 def _card_sources(name: str) -> list[str]:
     """The data-source keys named on a checkpoint's card."""
     info = checkpoint.read_card(name)
-    text = json.dumps([info.get("data"), info.get("more_data")])
-    known = {**DATA_SOURCES, "voices": VOICES_SOURCE}
-    return [k for k, src in known.items() if src.name.split(" (")[0] in text] or ["synthworld"]
+    text = json.dumps(info.get("data"))
+    return [k for k, src in DATA_SOURCES.items() if src.name.split(" (")[0] in text] or ["synthworld"]
 
 
 def eval_cli(argv: Sequence[str]) -> dict:

@@ -61,7 +61,7 @@ def encode_songs(vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list
 
 @torch.no_grad()
 def vqvae_report(vqvae: HierarchicalVQVAE, audio: torch.Tensor) -> dict:
-    """Per level: codebook usage, mel distance and SI-free spectral error of the reconstruction (test songs)."""
+    """Per level: codebook usage, mel distance and spectral loss of the reconstruction (test songs)."""
     out = {}
     codes = [torch.cat(c) for c in zip(*(vqvae.encode(audio[i:i + 16]) for i in range(0, len(audio), 16)))]
     for level, name in enumerate(("bottom", "middle", "top")):
