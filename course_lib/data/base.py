@@ -42,6 +42,17 @@ class BatchRendered(Dataset):
     ``__getitems__`` for a whole batch) all go through that one vectorized path.
     """
 
+    size: int
+
+    @staticmethod
+    def _checked_size(size: int) -> int:
+        if int(size) != size or size < 1:
+            raise ValueError(f"size must be positive (a whole number of clips), got {size!r}.")
+        return int(size)
+
+    def __len__(self) -> int:
+        return self.size
+
     def _render(self, indices: Sequence[int], with_captions: bool) -> tuple[Any, list[int], list[dict], list[str]]:
         raise NotImplementedError
 

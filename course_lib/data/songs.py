@@ -295,12 +295,7 @@ class Songs(BatchRendered):
             raise ValueError(f"seconds={seconds!r} is too long; songs last at most 30 s (sections of up to 8 bars).")
         self.split, self.seed, self.seconds, self.sample_rate = split, int(seed), float(seconds), int(sample_rate)
         self.num_samples = round(seconds * sample_rate)                # T
-        self.size = DEFAULT_SIZES[split] if size is None else int(size)
-        if self.size < 1:
-            raise ValueError(f"size must be positive, got {size!r}.")
-
-    def __len__(self) -> int:
-        return self.size
+        self.size = self._checked_size(DEFAULT_SIZES[split] if size is None else size)
 
     def __repr__(self) -> str:
         return (f"Songs(split={self.split!r}, size={self.size}, seconds={self.seconds}, "

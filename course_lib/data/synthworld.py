@@ -214,12 +214,7 @@ class SynthWorld(BatchRendered):
         self.num_samples = int(round(duration * sample_rate))       # T
         self.families = [f for f in FAMILIES if f in families]      # global order, whatever the order given
         self.classes = [c for f in self.families for c in FAMILIES[f]]
-        self.size = DEFAULT_SIZES[split] if size is None else int(size)
-        if self.size < 1:
-            raise ValueError(f"size must be positive, got {size!r}.")
-
-    def __len__(self) -> int:
-        return self.size
+        self.size = self._checked_size(DEFAULT_SIZES[split] if size is None else size)
 
     def __repr__(self) -> str:
         return (f"SynthWorld(split={self.split!r}, size={self.size}, classes={len(self.classes)}, "
