@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ class TrainConfig:
     checkpoint_every_s: float = 120.0
     log_every: int = 10                       # history resolution in steps
     max_loss: float = 1e6                     # |loss| above this raises TrainingDiverged
-    progress: bool = True
+    progress: bool = True                     # False: a plain log line every log_interval_s instead of a bar
+    log_interval_s: float = 60.0
     settings: Mapping[str, Any] | None = None  # what made this run (preset, lr, ...): resume refuses others
 
 
@@ -316,7 +318,7 @@ class Trainer:
         main = is_main_process()
         for m in self.modules.values():
             m.train()
-        start, last_ckpt = time.perf_counter(), time.perf_counter()
+        start = last_ckpt = last_log = time.perf_counter()
         elapsed_before = self.elapsed_s
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main),
                    dynamic_ncols=True, leave=True)
@@ -335,6 +337,10 @@ class Trainer:
                     self.history.records.append({"step": self.step, "time_s": round(self.elapsed_s, 3), **losses})
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:4]}, refresh=False)
                 bar.update(1)
+                if not cfg.progress and main and (now - last_log >= cfg.log_interval_s or self.step == cfg.max_steps):
+                    print(f"step {self.step}/{cfg.max_steps}  {self.elapsed_s:.0f} s  "
+                          + "  ".join(f"{k} {v:.4g}" for k, v in list(losses.items())[:4]), file=sys.stderr, flush=True)
+                    last_log = now
                 if callback is not None and callback_every and self.step % callback_every == 0:
                     callback(self.step, self)
                 if self.checkpoint_path and main and now - last_ckpt >= cfg.checkpoint_every_s:
