@@ -44,7 +44,7 @@ from course_lib.vocoder import load_pretrained as load_vocoder
 
 __all__ = ["AudioLDMConfig", "PRESETS", "DiagonalGaussian", "VAEOutput", "MelVAE", "measure_scale", "UNet",
            "timestep_embedding", "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
-           "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE"]
+           "save_pretrained", "resolve", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE"]
 
 MAX_PROMPT_CHARS = 300   # longer prompts are refused rather than cut silently by CLAP's tokenizer
 MAX_GUIDANCE = 20.0      # AudioLDM uses 2.5; far beyond ~10 samples only saturate
@@ -97,13 +97,13 @@ class AudioLDMConfig:
 
     @staticmethod
     def preset(name: str) -> AudioLDMConfig:
-        """``tiny`` (tests, smoke profile), ``small`` (cpu, pairs with clap-synthworld, D = 128), ``base`` (gpu)."""
+        """``tiny`` (tests, smoke profile) and ``small`` (cpu) pair with clap-synthworld (D = 128), ``base`` (gpu) with D = 256."""
         return checkpoint.preset(PRESETS, name, "AudioLDM")
 
 
 PRESETS: dict[str, AudioLDMConfig] = {
     "tiny": AudioLDMConfig(vae_channels=8, vae_attention=False, unet_channels=16, unet_channel_mult=(1, 2),
-                           unet_attention=False, unet_heads=2, cond_dim=64, vocoder="tiny"),
+                           unet_attention=False, unet_heads=2, vocoder="tiny"),
     "small": AudioLDMConfig(),
     "base": AudioLDMConfig(vae_channels=32, vae_res_blocks=2, unet_channels=64, unet_channel_mult=(1, 2, 3),
                            unet_res_blocks=2, unet_heads=8, cond_dim=256, vocoder="base"),
@@ -404,26 +404,37 @@ class AudioLDM(nn.Module):
         return F.pad(out, (0, max(0, wav.shape[-1] - out.shape[-1])))[..., : wav.shape[-1]]
 
 
-def save_pretrained(model: AudioLDM, directory: str | Path, card: dict | None = None) -> Path:
+def save_pretrained(model: AudioLDM, directory: str | Path, card: dict | None = None,
+                    cards: dict[str, dict] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Three course checkpoints in ``directory``: ``vae/``, ``unet/`` (with ``uncond``), ``vocoder/``.
 
     Separate, so a student can retrain one part (e.g. the vocoder) and keep the others. CLAP is
-    not copied: ``config.clap`` names it.
+    not copied: ``config.clap`` names it. ``cards`` gives a part its own card (e.g. the one its
+    training stage wrote); the others get ``card``. ``dtype``: as :func:`course_lib.checkpoint.save_pretrained`.
     """
     for name, part in (("vae", model.vae), ("unet", model.unet), ("vocoder", model.vocoder)):
-        checkpoint.save_pretrained(part, part.config, Path(directory) / name, card={**(card or {}), "part": name})
+        own = (cards or {}).get(name, card or {})
+        checkpoint.save_pretrained(part, part.config, Path(directory) / name, card={**own, "part": name},
+                                   dtype=dtype)
     return Path(directory)
 
 
-def load_pretrained(name_or_path: str | Path, clap: Clap | None = None) -> AudioLDM:
-    """An :class:`AudioLDM` from a ``save_pretrained`` folder (or a shipped name); CLAP from ``config.clap``."""
+def resolve(name_or_path: str | Path) -> Path:
+    """The folder of an AudioLDM checkpoint (``vae/``, ``unet/``, ``vocoder/``): a path, or a shipped name."""
     path = Path(name_or_path).expanduser()
-    if not (path / "unet").is_dir():
-        path = checkpoint.checkpoint_root() / str(name_or_path)
-        if "/" in str(name_or_path) or not (path / "unet").is_dir():
-            raise checkpoint.CheckpointError(
-                f"No AudioLDM checkpoint {str(name_or_path)!r}: one is a folder with vae/, unet/ and vocoder/ "
-                f"written by course_lib.audioldm.save_pretrained, here or in {checkpoint.checkpoint_root()}.")
+    if (path / "unet").is_dir():
+        return path
+    path = checkpoint.checkpoint_root() / str(name_or_path)
+    if "/" in str(name_or_path) or not (path / "unet").is_dir():
+        raise checkpoint.CheckpointError(
+            f"No AudioLDM checkpoint {str(name_or_path)!r}: one is a folder with vae/, unet/ and vocoder/ "
+            f"written by course_lib.audioldm.save_pretrained, here or in {checkpoint.checkpoint_root()}.")
+    return path
+
+
+def load_pretrained(name_or_path: str | Path = "audioldm-synthworld", clap: Clap | None = None) -> AudioLDM:
+    """An :class:`AudioLDM` from a ``save_pretrained`` folder (or a shipped name); CLAP from ``config.clap``."""
+    path = resolve(name_or_path)
     vae = checkpoint.load_pretrained(path / "vae", MelVAE, AudioLDMConfig)
     unet = checkpoint.load_pretrained(path / "unet", UNet, AudioLDMConfig)
     clap = clap if clap is not None else load_clap(unet.config.clap)

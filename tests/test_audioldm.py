@@ -13,6 +13,7 @@ from course_lib.audio import AudioError
 from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, DiagonalGaussian, MelVAE, UNet, fit_unet, fit_vae,
                                  load_pretrained, measure_scale, save_pretrained, timestep_embedding)
 from course_lib.clap import Clap, ClapConfig
+from course_lib.recipes import audioldm as recipe
 from course_lib.vocoder import (MEL_MEAN, MEL_STD, LogMel, Vocoder, VocoderConfig, VocoderDiscriminator, fit_vocoder,
                                 griffin_lim)
 
@@ -27,7 +28,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _clap(embed_dim: int = 64) -> Clap:
+def _clap(embed_dim: int = TINY.cond_dim) -> Clap:
     torch.manual_seed(0)
     return Clap(replace(ClapConfig.preset("tiny"), text_towers=("scratch",), embed_dim=embed_dim))
 
@@ -153,18 +154,18 @@ def test_vae_overfits():
 def test_unet_output_shape_equals_input(length):
     unet = _perturb(UNet(TINY)).eval()
     x = torch.randn(2, 8, 16, length)
-    assert unet(x, torch.tensor([0, 999]), torch.randn(2, 64)).shape == x.shape
+    assert unet(x, torch.tensor([0, 999]), torch.randn(2, TINY.cond_dim)).shape == x.shape
 
 
 def test_fresh_unet_predicts_zero_noise():
     unet = UNet(TINY).eval()                                                     # openaimodel's zero_module
-    assert unet(torch.randn(2, 8, 16, 5), torch.tensor([3, 700]), torch.randn(2, 64)).abs().max() == 0
+    assert unet(torch.randn(2, 8, 16, 5), torch.tensor([3, 700]), torch.randn(2, TINY.cond_dim)).abs().max() == 0
 
 
 def test_film_conditioning_changes_eps():
     unet = _perturb(UNet(TINY)).eval()
     x, t = torch.randn(2, 8, 16, 8), torch.tensor([500, 500])
-    c1, c2 = torch.randn(2, 64), torch.randn(2, 64)
+    c1, c2 = torch.randn(2, TINY.cond_dim), torch.randn(2, TINY.cond_dim)
     e1 = unet(x, t, c1)
     torch.testing.assert_close(unet(x, t, c1), e1)                              # deterministic
     assert (unet(x, t, c2) - e1).abs().mean() > 1e-3                            # another condition, another eps
@@ -184,7 +185,7 @@ def test_denoiser_overfits_a_few_conditioned_latents():
     torch.manual_seed(0)
     vae, unet = MelVAE(TINY).eval(), UNet(TINY)
     mels = LogMel()(_tones(4))                                                   # (4, 1, 64, 32)
-    emb = torch.nn.functional.normalize(torch.randn(4, 64), dim=-1)             # stand-in CLAP audio embeddings
+    emb = torch.nn.functional.normalize(torch.randn(4, TINY.cond_dim), dim=-1)             # stand-in CLAP audio embeddings
     result = fit_unet(vae, unet, mels, emb, steps=60, batch_size=8, lr=3e-3,
                       generator=torch.Generator().manual_seed(0), progress=False, log_every=1)
     loss = result.history.values("loss")
@@ -195,8 +196,8 @@ def test_denoiser_overfits_a_few_conditioned_latents():
 
 def test_fit_unet_sets_uncond_and_resumes(tmp_path):
     vae, unet = MelVAE(TINY), UNet(TINY)
-    mels, emb = LogMel()(_tones(2)), torch.randn(2, 64)
-    uncond = torch.full((64,), 0.5)
+    mels, emb = LogMel()(_tones(2)), torch.randn(2, TINY.cond_dim)
+    uncond = torch.full((TINY.cond_dim,), 0.5)
     fit_unet(vae, unet, mels, emb, steps=2, batch_size=2, uncond=uncond, checkpoint_dir=tmp_path, progress=False)
     torch.testing.assert_close(unet.uncond, uncond)
     again = fit_unet(vae, UNet(TINY), mels, emb, steps=3, batch_size=2, checkpoint_dir=tmp_path, progress=False)
@@ -314,5 +315,29 @@ def test_mismatched_clap_and_bad_edit_input(model):
         model.edit(torch.zeros(2, 1, 1600), ["a", "b", "c"])
     with pytest.raises(ValueError, match="strength"):
         model.edit(torch.zeros(1, 1, 1600), "a", strength=1.5)
-    with pytest.raises(ValueError, match=r"\(N, 64\)"):
-        fit_unet(model.vae, model.unet, torch.randn(2, 1, 64, 8), torch.randn(3, 64), steps=1)
+    with pytest.raises(ValueError, match=r"\(N, 128\)"):
+        fit_unet(model.vae, model.unet, torch.randn(2, 1, 64, 8), torch.randn(3, TINY.cond_dim), steps=1)
+
+
+# ----------------------------------------------------------------------------- the recipe
+def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(recipe, "CLASSIFIER_STEPS", 5)                          # the ruler's quality is not tested here
+    base = ["--preset", "tiny", "--steps", "2", "--train-size", "8", "--eval-size", "34", "--no-progress",
+            "--threads", "1"]
+    assert recipe.train_cli(["--stage", "vae", *base]) == 0
+    assert recipe.train_cli(["--stage", "vocoder", *base]) == 0
+    with pytest.raises(SystemExit, match="--vae and --vocoder"):
+        recipe.train_cli(["--stage", "unet", *base])
+    parts = ["--vae", "runs/audioldm-synthworld/vae/checkpoint", "--vocoder", "runs/audioldm-synthworld/vocoder/checkpoint"]
+    assert recipe.train_cli(["--stage", "unet", *base, *parts, "--per-class", "1", "--gen-steps", "2"]) == 0
+    out = tmp_path / "runs/audioldm-synthworld/unet/checkpoint"
+    model = load_pretrained(out)                                                 # the whole model, three parts
+    assert checkpoint.read_card(out / "vae")["stage"] == "vae"                   # each part keeps its own card
+    card = checkpoint.read_card(out / "unet")
+    metrics = card["metrics"]
+    assert set(metrics["validation_accuracy_by_guidance"]) == {str(s) for s in recipe.GUIDANCE_SCALES}
+    assert metrics["frechet_noise_vs_test"] > 0 and -1 <= metrics["clap_score"] <= 1
+    again = recipe.eval_cli(["--checkpoint", str(out), "--threads", "1"])
+    assert again["unet"] == metrics                                             # the card, recomputed
+    assert model.generate(["a kick drum"], seconds=0.2, steps=2).shape == (1, 1, 3200)
