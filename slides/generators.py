@@ -96,12 +96,13 @@ def caption(family: str = "music", index: int | str = 0) -> str:
 # ----------------------------------------------------------------------------- audio as data
 
 @figure("waveform_spectrogram")
-def fig_waveform_spectrogram(family: str = "music", index: str = "0") -> Figure:
+def fig_waveform_spectrogram(family: str = "music", index: str = "0", lang: str = "en") -> Figure:
     wav = clip(family, index)
     fig, (a, b) = _fig(11, 3.4, 1, 2)
     fig.suptitle(f"SynthWorld {family}: \"{caption(family, index)}\"", fontsize=11)
-    plots.plot_waveform(wav, SR, ax=a, title="waveform")
-    plots.plot_spectrogram(wav, SR, ax=b, title="mel spectrogram", n_fft=512, hop_length=128, n_mels=64)
+    plots.plot_waveform(wav, SR, ax=a, title=_tr(lang, "waveform", "Wellenform"))
+    plots.plot_spectrogram(wav, SR, ax=b, title=_tr(lang, "mel spectrogram", "Mel-Spektrogramm"), n_fft=512, hop_length=128,
+                           n_mels=64)
     return fig
 
 
@@ -206,12 +207,14 @@ def num_click_snr(family: str = "notes") -> str:
 
 
 @figure("click")
-def fig_click(family: str = "notes") -> Figure:
+def fig_click(family: str = "notes", lang: str = "en") -> Figure:
     bad, i = _clicked(family)
     fig, (a, b) = _fig(11, 3.2, 1, 2)
-    plots.plot_waveform(bad, SR, ax=a, zoom=(i / SR - 0.002, i / SR + 0.002), title="one wrong sample of 16,000")
+    plots.plot_waveform(bad, SR, ax=a, zoom=(i / SR - 0.002, i / SR + 0.002),
+                        title=_tr(lang, f"one wrong sample of {SR:,}", f"ein falsches Sample unter {SR:,}".replace(",", ".")))
     plots.plot_spectrogram(bad, SR, ax=b, kind="linear", n_fft=512, hop_length=64, colorbar=False,
-                           title="the click: a vertical line through every frequency")
+                           title=_tr(lang, "the click: a vertical line through every frequency",
+                                     "der Klick: eine senkrechte Linie durch alle Frequenzen"))
     return fig
 
 
@@ -305,16 +308,17 @@ def snd_filtered(kind: str = "lowpass", cutoff: str = "500", family: str = "musi
 
 
 @figure("conv_filter")
-def fig_conv_filter(cutoff: str = "500", family: str = "music") -> Figure:
+def fig_conv_filter(cutoff: str = "500", family: str = "music", lang: str = "en") -> Figure:
     c = float(cutoff)
     fig, axes = _fig(12, 3.0, 1, 3)
     axes[0].plot(_sinc_lowpass(c).numpy(), ".-", ms=3, lw=0.8)
-    axes[0].set_title(f"kernel: windowed sinc, {c:g} Hz, 101 taps")
-    axes[0].set_xlabel("tap")
+    axes[0].set_title(_tr(lang, f"kernel: windowed sinc, {c:g} Hz, 101 taps", f"Kern: gefensterter Sinc, {c:g} Hz, 101 Taps"))
+    axes[0].set_xlabel(_tr(lang, "tap", "Tap"))
     axes[0].grid(alpha=0.3)
     for ax, kind in zip(axes[1:], ("lowpass", "highpass")):
         plots.plot_spectrogram(_filtered(kind, c, family), SR, ax=ax, n_fft=512, hop_length=128, n_mels=64,
-                               colorbar=False, title=f"{kind} = conv1d" if kind == "lowpass" else "x - lowpass")
+                               colorbar=False, title=_tr(lang, f"{kind} = conv1d" if kind == "lowpass" else "x - lowpass",
+                                                         "Tiefpass = conv1d" if kind == "lowpass" else "x - Tiefpass"))
     return fig
 
 
@@ -368,17 +372,21 @@ def snd_upsampled(mode: str = "transposed", stride: str = "4", family: str = "mu
 
 
 @figure("checkerboard")
-def fig_checkerboard(stride: str = "4", family: str = "music") -> Figure:
+def fig_checkerboard(stride: str = "4", family: str = "music", lang: str = "en") -> Figure:
     s = int(stride)
     fig, axes = _fig(12, 3.0, 1, 3)
     ones = torch.ones(1, 1, 8)
     y = F.conv_transpose1d(ones, torch.ones(1, 1, s - 1), stride=s)[0, 0]
     axes[0].stem(y.numpy())
-    axes[0].set_title(f"constant input, transposed conv (k={s - 1}, stride={s})")
-    axes[0].set_xlabel("sample")
+    axes[0].set_title(_tr(lang, f"constant input, transposed conv (k={s - 1}, stride={s})",
+                          f"konstante Eingabe, transponierte Faltung (k={s - 1}, Stride {s})"))
+    axes[0].set_xlabel(_tr(lang, "sample", "Sample"))
+    titles = {"en": {"transposed": f"transposed upsampling x{s}: tones at k·sr/stride", "nearest": f"nearest upsampling x{s} + conv"},
+              "de": {"transposed": f"transponiertes Upsampling x{s}: Töne bei k·sr/Stride",
+                     "nearest": f"Nearest-Upsampling x{s} + Faltung"}}[lang if lang == "de" else "en"]
     for ax, mode in zip(axes[1:], ("transposed", "nearest")):
         plots.plot_spectrogram(_upsampled(mode, s, family), SR, ax=ax, kind="linear", n_fft=512, hop_length=128,
-                               colorbar=False, title=f"{mode} upsampling x{s}" + (": tones at k·sr/stride" if mode == "transposed" else " + conv"))
+                               colorbar=False, title=titles[mode])
     return fig
 
 
@@ -416,7 +424,7 @@ def num_causal_pad(kernel_size: str = "5", dilation: str = "1") -> str:
 # ----------------------------------------------------------------------------- tokens, CLAP, models
 
 @figure("tokens")
-def fig_tokens(family: str = "music", num_quantizers: str = "4", codebook_size: str = "16") -> Figure:
+def fig_tokens(family: str = "music", num_quantizers: str = "4", codebook_size: str = "16", lang: str = "en") -> Figure:
     """Mel frames of a clip, coded by course_lib's residual VQ (codebooks by k-means on the clip)."""
     from course_lib.quantize import ResidualVectorQuantizer
     from course_lib.spectral import log_mel_spectrogram
@@ -429,9 +437,10 @@ def fig_tokens(family: str = "music", num_quantizers: str = "4", codebook_size: 
         codes = rvq.eval()(z).codes[0]                                  # (Q, L)
     fig, (a, b) = _fig(12, 3.6, 2, 1)
     plots.plot_spectrogram(clip(family, 0), SR, ax=a, n_fft=1024, hop_length=320, n_mels=32, colorbar=False,
-                           title="50 mel frames per second")
+                           title=_tr(lang, "50 mel frames per second", "50 Mel-Frames pro Sekunde"))
     plots.plot_tokens(codes[:, :50], ax=b, codebook_size=int(codebook_size),
-                      title=f"residual VQ: {num_quantizers} tokens per frame (first second)")
+                      title=_tr(lang, f"residual VQ: {num_quantizers} tokens per frame (first second)",
+                                f"Residual-VQ: {num_quantizers} Tokens pro Frame (erste Sekunde)"))
     return fig
 
 
@@ -497,8 +506,9 @@ def fig_timeline(lang: str = "en") -> Figure:
 
 
 @number("tokens_per_second")
-def num_tokens_per_second(sample_rate: str = "44100", hop: str = "128") -> str:
-    return f"{int(sample_rate) / int(hop):,.0f}"
+def num_tokens_per_second(sample_rate: str = "44100", hop: str = "128", num_quantizers: str = "1") -> str:
+    """Frames per second (``sample_rate / hop``) times the tokens per frame (``num_quantizers``)."""
+    return f"{int(sample_rate) / int(hop) * int(num_quantizers):,.0f}"
 
 
 @number("ar_steps")
@@ -510,3 +520,4 @@ def num_ar_steps(seconds: str = "60", rate: str = "44100") -> str:
 # The model decks (02, 03, 06) and the token-model decks (04) register their generators from their own modules.
 import generators_models  # noqa: E402,F401
 import generators_tokens  # noqa: E402,F401
+import generators_diffusion  # noqa: E402,F401

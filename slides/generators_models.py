@@ -53,10 +53,12 @@ def num_card_metric(name: str, key: str, fmt: str = "2") -> str:
 
 @number("card_field")
 def num_card_field(name: str, key: str, fmt: str = "int") -> str:
-    """A top-level card field (``steps``, ``wall_time_s``, ``parameters``); ``fmt`` as in card_metric, or ``min``."""
+    """A card field (``steps``, ``wall_time_s``, ``parameters``, ``eval.clips``); ``fmt`` as in card_metric, or ``min``."""
     from course_lib.checkpoint import read_card
 
-    value = read_card(name)[key]
+    value = read_card(name)
+    for part in key.split("."):
+        value = value[part]
     return f"{float(value) / 60:.0f} min" if fmt == "min" else _fmt(value, fmt)
 
 

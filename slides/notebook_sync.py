@@ -1,0 +1,234 @@
+"""Keep the notebooks' Colab plumbing in one place, and build student and solution notebooks.
+
+    python slides/notebook_sync.py                 # write the set-up cell and Colab badge into every notebook
+    python slides/notebook_sync.py --check         # exit 1 if a notebook is out of sync (also a test)
+    python slides/notebook_sync.py export --out build/notebooks   # student/ and solutions/ versions
+
+``sync`` also rewrites the README's table of shipped checkpoints from their cards (between the
+``<!-- checkpoints:begin -->`` and ``<!-- checkpoints:end -->`` markers), so the README never types a score.
+
+The repository URL is defined once, here (``REPO_URL``; a fork changes this line and runs the script).
+In Colab, ``COURSE_REPO_URL`` set before the first cell overrides it without editing anything.
+
+Every notebook opens with a Markdown cell whose first line is the "Open in Colab" badge and a code cell
+(the set-up cell) that is safe to run again: it clones the repository only when the folder is missing,
+installs it editable (``pip`` keeps Colab's preinstalled torch, which satisfies ``torch>=2.4``) and puts it
+on ``sys.path`` so that no kernel restart is needed.
+
+Exercises: each exercise's worked solution is a code cell tagged ``solution`` whose source is collapsed in
+JupyterLab (``metadata.jupyter.source_hidden``), so a student can reveal it with one click. ``export``
+writes ``student/`` (solution cells removed) and ``solutions/`` (solution cells expanded) from the same source.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO_URL = "https://github.com/audio-gen-course/audio-generation-course"   # the one place: change it in a fork
+BRANCH = "main"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SOLUTION_TAG = "solution"
+
+SETUP_SOURCE = f'''\
+# Set-up (JupyterLab or Colab; safe to run again). Where course_lib is not installed (Colab), this clones the
+# course once and installs it, keeping Colab's own torch. A fork sets COURSE_REPO_URL before running it.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("course_lib") is None:
+    REPO_URL = os.environ.get("COURSE_REPO_URL", "{REPO_URL}")
+    if not os.path.isdir("course"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "course"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "course"], check=True)
+    sys.path.insert(0, os.path.abspath("course"))
+
+import torch
+from course_lib import get_device, profile, seed_everything, show_setup
+
+seed_everything(0)
+device = get_device()
+cfg = profile()          # COURSE_PROFILE=smoke|cpu|gpu sizes data, models and training steps
+show_setup();'''
+
+_BADGE_RE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*$")
+
+
+def colab_url(notebook: str) -> str:
+    """The Colab address of ``notebooks/<notebook>`` on GitHub."""
+    slug = REPO_URL.removeprefix("https://github.com/").removesuffix(".git")
+    return f"https://colab.research.google.com/github/{slug}/blob/{BRANCH}/notebooks/{notebook}"
+
+
+def badge(notebook: str) -> str:
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def _src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def synced(nb: dict, name: str) -> dict:
+    """A copy of ``nb`` with the canonical badge (first line of cell 0) and set-up cell (cell 1)."""
+    nb = copy.deepcopy(nb)
+    first, setup = nb["cells"][0], nb["cells"][1]
+    if first["cell_type"] != "markdown" or setup["cell_type"] != "code" or "Set-up" not in _src(setup).split("\n")[0]:
+        raise ValueError(f"{name}: expected a Markdown title cell, then the set-up code cell")
+    lines = _src(first).split("\n")
+    if _BADGE_RE.match(lines[0]):
+        lines = lines[1:]
+    first["source"] = _lines("\n".join([badge(name)] + lines))
+    setup["source"] = _lines(SETUP_SOURCE)
+    return nb
+
+
+def write_notebook(path: Path, nb: dict) -> None:
+    """The repository's format: indent 1, UTF-8 kept, trailing newline."""
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- README: checkpoints from their cards
+
+README = ROOT / "README.md"
+_TABLE_RE = re.compile(r"(<!-- checkpoints:begin -->\n).*?(<!-- checkpoints:end -->)", re.S)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _scores(card: dict) -> tuple[str, str]:
+    """(what the model is, what it scores) for one card, in a student's words; every number from the card."""
+    m, arch = card.get("metrics", {}), card.get("architecture", "?")
+    if arch == "Codec":
+        q = max(m["codec"], key=lambda k: int(k[1:]))
+        full, opus = m["codec"][q], m["opus"]["6kbps"]
+        return (f"SoundStream-style codec, {full['bitrate'] / 1000:g} kbit/s at {full['num_quantizers']} quantizers, "
+                f"trained on {card['data'].split(',')[0].split(' (')[0]} (data license: {card['license_of_data']})",
+                f"multi-scale mel distance {full['mel_distance']:.2f} dB vs Opus {opus['mel_distance']:.2f} dB at "
+                f"{opus['bitrate'] / 1000:.1f} kbit/s on {card['eval']['clips']} test clips; every quantizer uses "
+                f"at least {_pct(min(full['usage']))} of its codes")
+    if arch == "WaveGAN":
+        return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes",
+                f"inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
+                f"{len(m['class_fractions'])} classes; Fréchet distance {m['frechet']:.1f} (noise bursts "
+                f"{m['noise_frechet']:.0f}, real vs real {m['frechet_train_vs_test']:.2f}); {m['eval_clips']} clips")
+    if arch == "Clap":
+        return ("CLAP: a small audio CNN with a from-scratch and a pretrained (MiniLM) text tower",
+                f"zero-shot top-1 {_pct(m['minilm/zero_shot_top1'])} (MiniLM) / {_pct(m['scratch/zero_shot_top1'])} "
+                f"(scratch) on {m['clips']:,} test clips, {m['classes']} classes, held-out prompt templates")
+    if arch == "HierarchicalVQVAE":
+        levels = ("bottom", "middle", "top")
+        return ("Jukebox-style hierarchical VQ-VAE, hop lengths " + " / ".join(str(m[k]["hop_length"]) for k in levels),
+                "mel distance " + " / ".join(f"{m[k]['mel_distance_db']:.1f}" for k in levels) +
+                " dB (bottom / middle / top); codebook usage " + " / ".join(_pct(m[k]["codebook_usage"]) for k in levels))
+    if arch == "JukeboxPriors":
+        levels, gen = ("top", "middle", "bottom"), m["generated"]
+        return ("Jukebox-style transformer priors (style, key and tempo conditioning)",
+                "held-out bits per token " + " / ".join(f"{m[k]['bits_per_token']:.2f}" for k in levels) +
+                " (top / middle / bottom; unigram " + " / ".join(f"{m[k]['unigram_bits_per_token']:.2f}" for k in levels) +
+                f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}")
+    return arch, ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)))   # a family added later
+
+
+def _command(card: dict) -> str:
+    """The command that reproduces a card's run (a run exported with ``--export-only`` names its training command).
+
+    The ``codec-speech`` card records a bare trailing ``--speed-perturb``: the flag's value list was lost when the
+    card was written, and that run had speed perturbation switched off, i.e. ``--no-speed-perturb``.
+    """
+    command = card.get("training_command") or card.get("command", "")
+    if command.endswith(" --speed-perturb"):
+        command = command.removesuffix(" --speed-perturb") + " --no-speed-perturb"
+    return command
+
+
+def checkpoint_table() -> str:
+    """The README's table of shipped checkpoints, built from ``assets/checkpoints/*/card.json``."""
+    rows = ["| name | what it is | what it scores (its card) | reproduce |", "|---|---|---|---|"]
+    for card_path in sorted((ROOT / "assets" / "checkpoints").glob("*/card.json")):
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        what, scores = _scores(card)
+        minutes = card.get("wall_time_s", card.get("train_wall_time_s", 0)) / 60
+        steps = f"{card['steps']:,} steps, " if isinstance(card.get("steps"), int) else ""
+        rows.append(f"| `{card.get('name', card_path.parent.name)}` | {what} | {scores} | `{_command(card)}` "
+                    f"({steps}{minutes:.0f} min on {card.get('device', 'CPU').upper()}) |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_synced(text: str) -> str:
+    if not _TABLE_RE.search(text):
+        raise ValueError("README.md has no <!-- checkpoints:begin --> ... <!-- checkpoints:end --> block")
+    return _TABLE_RE.sub(lambda m: m.group(1) + checkpoint_table() + m.group(2), text)
+
+
+def out_of_sync(paths: list[Path]) -> list[str]:
+    bad = []
+    for path in paths:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        if synced(nb, path.name) != nb:
+            bad.append(path.name)
+    return bad
+
+
+def student_and_solution(nb: dict) -> tuple[dict, dict]:
+    """Two versions from one source: without solution cells, and with them expanded."""
+    student, solution = copy.deepcopy(nb), copy.deepcopy(nb)
+    student["cells"] = [c for c in student["cells"] if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
+    for cell in solution["cells"]:
+        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+            cell["metadata"].pop("jupyter", None)
+    return student, solution
+
+
+def export(out: Path, paths: list[Path]) -> None:
+    for sub in ("student", "solutions"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        student, solution = student_and_solution(nb)
+        write_notebook(out / "student" / path.name, student)
+        write_notebook(out / "solutions" / path.name, solution)
+    print(f"{len(paths)} notebooks -> {out / 'student'} and {out / 'solutions'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("args", nargs="*", metavar="[sync|export] NOTEBOOK",
+                    help="the command (default sync), then notebook files (default: notebooks/*.ipynb)")
+    ap.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
+    args = ap.parse_args(argv)
+    command = args.args.pop(0) if args.args and args.args[0] in ("sync", "export") else "sync"
+    paths = [Path(p) for p in args.args] or sorted(NOTEBOOKS.glob("*.ipynb"))
+    if command == "export":
+        export(args.out, paths)
+        return 0
+    if args.check:
+        bad = out_of_sync(paths)
+        if readme_synced(README.read_text(encoding="utf-8")) != README.read_text(encoding="utf-8"):
+            bad.append("README.md")
+        print("out of sync: " + ", ".join(bad) if bad else "all notebooks in sync")
+        return 1 if bad else 0
+    for path in paths:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        new = synced(nb, path.name)
+        if new != nb:
+            write_notebook(path, new)
+            print("synced", path.name)
+    if not args.args:
+        text = README.read_text(encoding="utf-8")
+        if readme_synced(text) != text:
+            README.write_text(readme_synced(text), encoding="utf-8")
+            print("synced README.md (checkpoint table)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
