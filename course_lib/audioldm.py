@@ -44,7 +44,7 @@ from course_lib.vocoder import load_pretrained as load_vocoder
 
 __all__ = ["AudioLDMConfig", "PRESETS", "DiagonalGaussian", "VAEOutput", "MelVAE", "measure_scale", "UNet",
            "timestep_embedding", "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
-           "save_pretrained", "resolve", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE"]
+           "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE"]
 
 MAX_PROMPT_CHARS = 300   # longer prompts are refused rather than cut silently by CLAP's tokenizer
 MAX_GUIDANCE = 20.0      # AudioLDM uses 2.5; far beyond ~10 samples only saturate
@@ -404,41 +404,30 @@ class AudioLDM(nn.Module):
         return F.pad(out, (0, max(0, wav.shape[-1] - out.shape[-1])))[..., : wav.shape[-1]]
 
 
+PARTS = ("vae", "unet", "vocoder")
+
+
 def save_pretrained(model: AudioLDM, directory: str | Path, card: dict | None = None,
-                    cards: dict[str, dict] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Three course checkpoints in ``directory``: ``vae/``, ``unet/`` (with ``uncond``), ``vocoder/``.
+                    cards: dict[str, dict] | None = None, dtype: torch.dtype | None = None) -> list[Path]:
+    """Three course checkpoints ``DIR-vae``, ``DIR-unet`` (with ``uncond``), ``DIR-vocoder``.
 
-    Separate, so a student can retrain one part (e.g. the vocoder) and keep the others. CLAP is
-    not copied: ``config.clap`` names it. ``cards`` gives a part its own card (e.g. the one its
-    training stage wrote); the others get ``card``. ``dtype``: as :func:`course_lib.checkpoint.save_pretrained`.
+    Separate, as Jukebox's and AudioLM's parts, so a student can retrain one part (e.g. the vocoder)
+    and keep the others. CLAP is not copied: ``config.clap`` names it. ``cards`` gives a part its own
+    card (e.g. the one its training stage wrote); the others get ``card``. ``dtype``: as
+    :func:`course_lib.checkpoint.save_pretrained`.
     """
-    for name, part in (("vae", model.vae), ("unet", model.unet), ("vocoder", model.vocoder)):
-        own = (cards or {}).get(name, card or {})
-        checkpoint.save_pretrained(part, part.config, Path(directory) / name, card={**own, "part": name},
-                                   dtype=dtype)
-    return Path(directory)
+    parts = {"vae": model.vae, "unet": model.unet, "vocoder": model.vocoder}
+    return [checkpoint.save_pretrained(part, part.config, f"{directory}-{name}",
+                                       card={**(cards or {}).get(name, card or {}), "part": name}, dtype=dtype)
+            for name, part in parts.items()]
 
 
-def resolve(name_or_path: str | Path) -> Path:
-    """The folder of an AudioLDM checkpoint (``vae/``, ``unet/``, ``vocoder/``): a path, or a shipped name."""
-    path = Path(name_or_path).expanduser()
-    if (path / "unet").is_dir():
-        return path
-    path = checkpoint.checkpoint_root() / str(name_or_path)
-    if "/" in str(name_or_path) or not (path / "unet").is_dir():
-        raise checkpoint.CheckpointError(
-            f"No AudioLDM checkpoint {str(name_or_path)!r}: one is a folder with vae/, unet/ and vocoder/ "
-            f"written by course_lib.audioldm.save_pretrained, here or in {checkpoint.checkpoint_root()}.")
-    return path
-
-
-def load_pretrained(name_or_path: str | Path = "audioldm-synthworld", clap: Clap | None = None) -> AudioLDM:
-    """An :class:`AudioLDM` from a ``save_pretrained`` folder (or a shipped name); CLAP from ``config.clap``."""
-    path = resolve(name_or_path)
-    vae = checkpoint.load_pretrained(path / "vae", MelVAE, AudioLDMConfig)
-    unet = checkpoint.load_pretrained(path / "unet", UNet, AudioLDMConfig)
+def load_pretrained(name: str | Path = "audioldm-synthworld", clap: Clap | None = None) -> AudioLDM:
+    """The parts ``NAME-vae``, ``NAME-unet``, ``NAME-vocoder`` (folders, or shipped names); CLAP from ``config.clap``."""
+    vae = checkpoint.load_pretrained(f"{name}-vae", MelVAE, AudioLDMConfig)
+    unet = checkpoint.load_pretrained(f"{name}-unet", UNet, AudioLDMConfig)
     clap = clap if clap is not None else load_clap(unet.config.clap)
-    return AudioLDM(unet.config, clap, vae, unet, load_vocoder(path / "vocoder")).eval()
+    return AudioLDM(unet.config, clap, vae, unet, load_vocoder(f"{name}-vocoder")).eval()
 
 
 # ----------------------------------------------------------------------------- training

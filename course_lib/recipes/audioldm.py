@@ -7,7 +7,8 @@
     course-lib eval audioldm --checkpoint audioldm-synthworld
 
 The VAE and the vocoder learn from audio alone; the UNet from audio and the frozen CLAP's **audio**
-embeddings (no captions). The unet stage writes the whole model (``vae/``, ``unet/``, ``vocoder/``).
+embeddings (no captions). The unet stage writes the whole model as three checkpoints ``OUT-vae``, ``OUT-unet``, ``OUT-vocoder``
+(``--out assets/checkpoints/audioldm-synthworld --force`` ships them).
 
 Rulers (chosen before training, none used in training):
 
@@ -32,8 +33,8 @@ import torch
 
 from course_lib import checkpoint, gan_eval, vocoder as voc
 from course_lib.audio import save
-from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, MelVAE, UNet, fit_unet, fit_vae, load_pretrained,
-                                 measure_scale, resolve, save_pretrained)
+from course_lib.audioldm import (PARTS, PRESETS, AudioLDM, AudioLDMConfig, MelVAE, UNet, fit_unet, fit_vae, load_pretrained,
+                                 measure_scale, save_pretrained)
 from course_lib.clap import Clap, ClapConfig
 from course_lib.clap import load_pretrained as load_clap
 from course_lib.data import FAMILY_OF, SynthWorld, captions
@@ -187,6 +188,12 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.stage == "unet" and (args.vae is None or args.vocoder is None):
         raise SystemExit("--stage unet needs --vae and --vocoder: the folders the vae and vocoder stages exported.")
     lr = args.lr or (5e-4 if args.stage == "vae" else 2e-4)
+    if args.stage == "unet" and args.out and not args.force:
+        shipped = [f"{args.out}-{p}" for p in PARTS if Path(f"{args.out}-{p}").exists()
+                   and Path(f"{args.out}-{p}").resolve().is_relative_to(checkpoint.checkpoint_root().resolve())]
+        if shipped:
+            raise SystemExit(f"--out {args.out} would replace the shipped checkpoints {shipped}. Pass --force to "
+                             f"replace them on purpose, or leave --out out (the default writes under runs/).")
     args.run_dir = args.run_dir or f"runs/audioldm-synthworld/{args.stage}"
     run = plan_run(args, "audioldm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, vae=args.vae,
                    vocoder=args.vocoder, adversarial_start=args.adversarial_start)
@@ -240,7 +247,7 @@ def train_cli(argv: Sequence[str]) -> int:
                 clap=config.clap, eval=eval_info)
     save_pretrained(model, run.out, cards={"unet": info, "vae": checkpoint.read_card(args.vae),
                                            "vocoder": checkpoint.read_card(args.vocoder)}, dtype=torch.float16)
-    print(f"saved {run.out}", file=sys.stderr)
+    print(f"saved {', '.join(f'{run.out}-{p}' for p in PARTS)}", file=sys.stderr)
     return 0
 
 
@@ -252,7 +259,7 @@ def eval_cli(argv: Sequence[str]) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_pretrained(args.checkpoint)
-    info = checkpoint.read_card(resolve(args.checkpoint) / "unet")
+    info = checkpoint.read_card(f"{args.checkpoint}-unet")
     ev, seed = info.get("eval", {}), args.seed if args.seed is not None else info.get("seed", 0)
     n_test = args.eval_size or ev.get("eval_size", 256)
     test_audio, test_labels, classes = load_clips("test", n_test, seed)
