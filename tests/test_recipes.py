@@ -30,7 +30,7 @@ def test_bad_values_are_refused_by_the_parser(flag, value, capsys):
     assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family", ["codec", "wavegan", "clap"])
+@pytest.mark.parametrize("family", ["codec", "wavegan", "clap", "audiolm"])
 def test_every_family_has_the_shared_flags(family, capsys):
     from importlib import import_module
     with pytest.raises(SystemExit):

@@ -1,0 +1,598 @@
+"""``course-lib train|eval|generate audiolm``: the HuBERT tokenizer, the three stages, the rulers of notebook 05.
+
+    course-lib train audiolm --stage hubert   --steps 6000 --warm-start --threads 1
+    course-lib train audiolm --stage semantic --steps 4000 --hubert hubert-speech --threads 1
+    course-lib train audiolm --stage coarse   --steps 4000 --hubert hubert-speech --threads 1
+    course-lib train audiolm --stage fine     --steps 3000 --hubert hubert-speech --threads 1 \\
+        --semantic runs/audiolm-voices/semantic/checkpoint --coarse runs/audiolm-voices/coarse/checkpoint
+    course-lib eval audiolm --checkpoint audiolm-speech        # or hubert-speech, or one stage's folder
+
+Data (``--data``): ``voices`` (default), espeak-ng utterances of the *training* speakers low-passed at
+4 kHz at random levels (:func:`course_lib.recipes.codec.voices_clips`: codec-speech learnt 8 kHz FSDD);
+``voices-mix`` adds FSDD's training takes of every speaker but ``--heldout-speaker``. Tokens are
+extracted once per run. The semantic and coarse stages train independently; the fine stage, given
+``--semantic`` and ``--coarse`` (not resume settings: rerun a finished fine run with them to assemble),
+measures the pipeline and writes ``OUT-semantic``, ``OUT-coarse``, ``OUT-fine`` (``--out
+assets/checkpoints/audiolm-speech --force`` ships them); without them it exports OUT alone. The stages'
+configs record ``--hubert`` and ``--codec`` as given: name shipped checkpoints there.
+
+Rulers (chosen before training, none used in training):
+
+- HuBERT: linear probes on token histograms (:func:`probe_report`), *content* (which digit) tested on
+  speakers the probe never saw, *speaker* tested on digits it never saw, for the semantic tokens, a
+  k-means of MFCCs with the same vocabulary (the baseline) and the codec's coarse and fine codes, beside
+  chance; on espeak-ng digits of held-out voices and on FSDD when present.
+- each stage: held-out bits per token (:func:`stage_report`) beside the unigram baseline (the entropy of
+  the held-out tokens' own histogram) and the uniform one, on unseen and on seen speakers.
+- the pipeline (fine stage): a speaker classifier on mel statistics (:func:`speaker_ruler`), trained on
+  other real utterances of the prompts' speakers, names the speaker of each continuation with and
+  without the acoustic prompt, beside the real continuation (ceiling) and chance; seen and unseen
+  speakers separately (AudioLM Table III: 92.6% with, 3.2% without).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from course_lib import checkpoint
+from course_lib import codec as codec_lib
+from course_lib import hubert as hubert_lib
+from course_lib.audio import load, resample, save, to_mono
+from course_lib.audiolm import (PRESETS, STAGES, AudioLM, AudioLMConfig, AudioTokens, CoarseStage, FineStage,
+                                SemanticStage, coarse_quantizers, dedup, extract_tokens, fit_stage, load_pretrained,
+                                save_pretrained)
+from course_lib.data.fsdd import find_fsdd, fsdd
+from course_lib.data import voices
+from course_lib.recipes import codec as codec_recipe
+from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+                                       positive_float, positive_int, train_parser)
+from course_lib.spectral import log_mel_spectrogram
+from course_lib.train import TrainResult, is_main_process
+
+__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "stage_report", "ProbeSet", "spoken_digits",
+           "fsdd_digits", "linear_probe", "probe_report", "speaker_features", "SpeakerRuler", "speaker_ruler",
+           "speaker_test", "train_cli", "eval_cli", "generate_cli", "bench"]
+
+DATA = ("voices", "voices-mix")
+SOURCES = {"voices": ["voices"], "voices-mix": ["voices", "fsdd"]}      # keys of common.DATA_SOURCES
+SR = 16_000
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ENGLISH = ("en-us", "en", "en-gb-scotland", "en-029")
+
+
+# ----------------------------------------------------------------------------- data
+def training_clips(data: str, size: int, seed: int = 0,
+                   heldout_speaker: str | None = codec_recipe.DEFAULT_HELDOUT) -> tuple[list[Tensor], list[str]]:
+    """``size`` espeak-ng utterances (1, T) of training speakers (4 kHz band, random level), their ids;
+    ``voices-mix`` adds FSDD's training takes (10-49) of every speaker but ``heldout_speaker``."""
+    clips, ids = codec_recipe.voices_clips("train", "train", size, SR, seed)
+    if data == "voices-mix":
+        takes, names = codec_recipe.fsdd_takes("train", SR, exclude=heldout_speaker)
+        clips, ids = clips + takes, ids + names
+    return clips, ids
+
+
+def eval_sets(data: str, size: int, seed: int = 0,
+              heldout_speaker: str | None = codec_recipe.DEFAULT_HELDOUT) -> dict[str, list[Tensor]]:
+    """Held-out clips by name: unseen speakers first; every set says held-out sentences (or takes)."""
+    sets = {"voices-unseen": codec_recipe.voices_clips("test", "heldout", size, SR, seed)[0],
+            "voices-seen": codec_recipe.voices_clips("test", "train", size, SR, seed)[0]}
+    if data == "voices-mix" and heldout_speaker is not None:
+        sets[f"fsdd-unseen-{heldout_speaker}"] = codec_recipe.fsdd_takes("all", SR, [heldout_speaker], size=size)[0]
+    return sets
+
+
+@torch.no_grad()
+def tokens_of(clips: Sequence[Tensor], hubert: hubert_lib.HuBERT, codec: codec_lib.Codec,
+              num_coarse: int) -> list[AudioTokens]:
+    """Both kinds of tokens of every clip (1, T), one clip at a time (HuBERT's first GroupNorm spans the clip)."""
+    hubert.eval(), codec.eval()
+    return [extract_tokens(c[None], hubert, codec, num_coarse) for c in clips]
+
+
+# ----------------------------------------------------------------------------- stage ruler
+def _entropy_bits(ids: Tensor, vocab: int) -> float:
+    p = torch.bincount(ids.flatten(), minlength=vocab).float() + 1            # add-one, as jukebox's prior_report
+    p = p / p.sum()
+    return float(-(p * p.log2()).sum())
+
+
+@torch.no_grad()
+def stage_report(stage: SemanticStage | CoarseStage | FineStage, data: list[AudioTokens], batches: int = 8,
+                 batch_size: int = 16, seed: int = 0) -> dict:
+    """Held-out bits per token of one stage (random windows, ``seed``) beside the unigram and uniform baselines."""
+    g, was = torch.Generator().manual_seed(seed), stage.training
+    stage.eval()
+    device = next(stage.parameters()).device
+    losses = [stage.losses(*(x.to(device) for x in stage.batch(data, batch_size, g))) for _ in range(batches)]
+    stage.train(was)
+    K = stage.codebook_size
+    if isinstance(stage, SemanticStage):
+        unigram = _entropy_bits(torch.cat([dedup(t.semantic[0]) for t in data]), K)
+    else:
+        codes = torch.cat([t.coarse[0] if isinstance(stage, CoarseStage) else t.fine[0] for t in data], -1)
+        unigram = float(np.mean([_entropy_bits(level, K) for level in codes]))     # per level, averaged
+    return {"bits_per_token": round(float(torch.stack([x.total for x in losses]).mean()) / math.log(2), 3),
+            "accuracy": round(float(torch.stack([x.accuracy for x in losses]).mean()), 4),
+            "unigram_bits_per_token": round(unigram, 3), "uniform_bits_per_token": round(math.log2(K), 3),
+            "clips": len(data)}
+
+
+# ----------------------------------------------------------------------------- probes: what each token keeps
+class ProbeSet(NamedTuple):
+    name: str                    # e.g. "fsdd-digits"
+    clips: list[Tensor]          # (1, T_i)
+    content: Tensor              # (N,) digit
+    speaker: Tensor              # (N,) index into speakers
+    speakers: list[str]
+
+
+def _band_limit(wav: Tensor, hz: float = codec_recipe.FSDD_BAND_HZ) -> Tensor:
+    low = int(2 * hz)
+    return resample(resample(wav, SR, low), low, SR)[..., :wav.shape[-1]]
+
+
+def spoken_digits(n_speakers: int = 8, takes: int = 1, which: str = "heldout") -> ProbeSet:
+    """English digits said by ``n_speakers`` espeak-ng voices (spread over the roster), 4 kHz band;
+    take ``t`` is ``4 t`` words per minute faster than the speaker's own rate."""
+    roster = voices.list_speakers(which, ENGLISH)
+    picked = [roster[i * len(roster) // n_speakers] for i in range(min(n_speakers, len(roster)))]
+    clips, content, speaker = [], [], []
+    for s, spk in enumerate(picked):
+        for d, word in enumerate(DIGITS):
+            for t in range(takes):
+                wav = torch.from_numpy(voices.synthesize(word, spk.voice, spk.rate_wpm + 4 * t, spk.pitch,
+                                                         spk.pitch_range))[None]
+                clips.append(0.5 * _band_limit(wav))
+                content.append(d), speaker.append(s)
+    return ProbeSet(f"voices-digits-{which}", clips, torch.tensor(content), torch.tensor(speaker),
+                    [s.name for s in picked])
+
+
+def fsdd_digits(takes: int = 5) -> ProbeSet | None:
+    """FSDD's test takes (0..takes-1) of every speaker found, or None without FSDD."""
+    if find_fsdd() is None:
+        return None
+    ds = fsdd("all")
+    keep = [i for i, f in enumerate(ds.files) if int(f.stem.split("_")[2]) < takes]
+    examples = [ds[i] for i in keep]
+    speakers = sorted({ex.attributes["speaker"] for ex in examples})
+    return ProbeSet("fsdd-digits", [ex.audio for ex in examples], torch.tensor([ex.label for ex in examples]),
+                    torch.tensor([speakers.index(ex.attributes["speaker"]) for ex in examples]), speakers)
+
+
+class LinearClassifier(NamedTuple):
+    """Multinomial logistic regression on z-scored features: ``predict(x (N, D)) -> (N,)``."""
+    mean: Tensor        # (D,)
+    std: Tensor         # (D,)
+    weight: Tensor      # (D, classes)
+    bias: Tensor        # (classes,)
+
+    def predict(self, x: Tensor) -> Tensor:
+        return (((x - self.mean) / self.std) @ self.weight + self.bias).argmax(-1)
+
+
+def fit_linear(x: Tensor, y: Tensor, num_classes: int, weight_decay: float = 1e-2,
+               steps: int = 100) -> LinearClassifier:
+    """Full-batch L-BFGS from zeros (deterministic) with an L2 penalty, on features z-scored by ``x``'s statistics."""
+    mean, std = x.mean(0), (x.std(0) if len(x) > 1 else torch.ones(x.shape[1])).clamp_min(1e-6)
+    z = (x - mean) / std
+    w = torch.zeros(z.shape[1], num_classes, requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w + b, y) + weight_decay * w.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return LinearClassifier(mean, std, w.detach(), b.detach())
+
+
+def linear_probe(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, num_classes: int) -> float:
+    """Test accuracy of :func:`fit_linear` trained on ``(x_train, y_train)``."""
+    return float((fit_linear(x_train, y_train, num_classes).predict(x_test) == y_test).float().mean())
+
+
+def _histogram(ids: Tensor, vocab: int) -> Tensor:
+    """(levels, N) ids of one clip -> (levels * vocab,) relative frequencies per level."""
+    return torch.cat([torch.bincount(level, minlength=vocab).float() / max(1, level.numel()) for level in ids])
+
+
+def _mfcc_kmeans(clips: Sequence[Tensor], k: int, seed: int) -> Callable[[Tensor], Tensor]:
+    """The baseline tokenizer: 25 Hz MFCCs (+ deltas) in ``k`` clusters, fitted on ``clips`` without labels."""
+    feats = [hubert_lib.pool_pairs(hubert_lib.mfcc_features(c[None]))[0] for c in clips]
+    km = hubert_lib.fit_kmeans(torch.cat(feats), k, torch.Generator().manual_seed(seed))
+    return lambda wav: km.predict(hubert_lib.pool_pairs(hubert_lib.mfcc_features(wav[None])))
+
+
+@torch.no_grad()
+def probe_report(probe: ProbeSet, hubert: hubert_lib.HuBERT, codec: codec_lib.Codec, seed: int = 0) -> dict:
+    """Content and speaker accuracy of linear probes on token histograms, per tokenizer, beside chance.
+
+    Content probes train on the even-numbered speakers and test on the others; speaker probes train
+    on the even digits and test on the odd ones: each must generalise to what it never saw.
+    """
+    hubert.eval(), codec.eval()
+    q, K, Ks = coarse_quantizers(codec.num_quantizers), codec.config.codebook_size, hubert.quantizer.num_clusters
+    mfcc = _mfcc_kmeans(probe.clips, Ks, seed)
+    clips = [c[..., : max(640, c.shape[-1] // 640 * 640)] for c in probe.clips]
+    tokenizers = {"semantic": (lambda w: hubert.semantic_tokens(w[None]), Ks),
+                  "mfcc_kmeans_baseline": (mfcc, Ks),
+                  "acoustic_coarse": (lambda w: codec.encode(w[None])[0, :q], K),
+                  "acoustic_fine": (lambda w: codec.encode(w[None])[0, q:], K)}
+    by_speaker = probe.speaker % 2 == 0
+    by_digit = probe.content % 2 == 0
+    out = {"clips": len(clips), "speakers": probe.speakers,
+           "chance": {"content": 0.1, "speaker": round(1 / len(probe.speakers), 4)}}
+    for name, (fn, vocab) in tokenizers.items():
+        x = torch.stack([_histogram(fn(c), vocab) for c in clips])       # (N, levels * vocab)
+        content = linear_probe(x[by_speaker], probe.content[by_speaker], x[~by_speaker], probe.content[~by_speaker], 10)
+        speaker = linear_probe(x[by_digit], probe.speaker[by_digit], x[~by_digit], probe.speaker[~by_digit],
+                               len(probe.speakers))
+        out[name] = {"content_accuracy": round(content, 4), "speaker_accuracy": round(speaker, 4)}
+    return out
+
+
+# ----------------------------------------------------------------------------- the speaker test
+def speaker_features(clips: Sequence[Tensor]) -> Tensor:
+    """(N, 80): mean and std of 40 log-mel bands (0-4 kHz, 10 ms hop) over the frames within 40 dB of the loudest."""
+    rows = []
+    for c in clips:
+        m = log_mel_spectrogram(c.reshape(1, -1).float(), SR, 512, 160, 40, f_max=4000.0)[0]     # (F, L)
+        level = m.mean(0)
+        keep = m[:, level >= level.max() - math.log(100.0)]                                      # 40 dB
+        rows.append(torch.cat([keep.mean(1), keep.std(1) if keep.shape[1] > 1 else torch.zeros(40)]))
+    return torch.stack(rows)
+
+
+class SpeakerRuler(NamedTuple):
+    """A speaker classifier on :func:`speaker_features`, never trained on generated audio."""
+    classifier: LinearClassifier
+    speakers: list[str]
+
+    def predict(self, clips: Sequence[Tensor]) -> Tensor:
+        return self.classifier.predict(speaker_features(clips))
+
+
+def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str]) -> SpeakerRuler:
+    """Fit the ruler on real clips (1, T) labelled by speaker name."""
+    names = sorted(set(speakers))
+    y = torch.tensor([names.index(s) for s in speakers])
+    return SpeakerRuler(fit_linear(speaker_features(clips), y, len(names)), names)
+
+
+def _roster(which: str, n: int) -> list[str]:
+    roster = voices.list_speakers(which)
+    return [roster[i * len(roster) // n].name for i in range(min(n, len(roster)))]
+
+
+@torch.no_grad()
+def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, prompts_per_speaker: int = 2,
+                 ruler_utterances: int = 4, seed: int = 0) -> dict:
+    """AudioLM's speaker test: does a continuation keep its prompt's speaker?
+
+    ``n_speakers`` espeak-ng speakers of the ``which`` roster ("train": seen in training, "heldout": never);
+    the ruler learns them from ``ruler_utterances`` "val" utterances each; the prompts are the first half
+    of the coarse window of "test" utterances, continued by the other half, with and without the acoustic
+    prompt; the real rest of each utterance is the ceiling.
+    """
+    names = _roster(which, n_speakers)
+    r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
+    ruler = speaker_ruler(r_clips, [i.rsplit(":", 1)[1] for i in r_ids])
+    cfg, hop = model.config, model.config.hop_length * model.config.frames_per_semantic    # samples per token
+    half = cfg.coarse_frames // cfg.frames_per_semantic // 2                                 # tokens
+    p_len, new_len = half * hop, half * hop
+    clips, ids = codec_recipe.voices_clips("test", names, prompts_per_speaker * len(names), SR, seed)
+    truth = torch.tensor([ruler.speakers.index(i.rsplit(":", 1)[1]) for i in ids])
+    g = torch.Generator().manual_seed(seed)
+    got: dict[str, list[Tensor]] = {"real_continuation": [], "with_acoustic_prompt": [], "without_acoustic_prompt": []}
+    for c in clips:
+        c = F.pad(c, (0, max(0, p_len + new_len - c.shape[-1])))
+        prompt = c[None, :, :p_len]
+        got["real_continuation"].append(c[:, p_len:p_len + new_len])
+        for key, acoustic in (("with_acoustic_prompt", True), ("without_acoustic_prompt", False)):
+            wav = model.continue_(prompt, (p_len + new_len) / SR, g, acoustic_prompt=acoustic)
+            got[key].append(wav[0, :, p_len:])
+    out = {"speakers": len(names), "prompts": len(clips), "prompt_seconds": p_len / SR,
+           "continuation_seconds": new_len / SR, "chance": round(1 / len(names), 4),
+           "ruler_accuracy_on_prompts": round(float((ruler.predict([c[:, :p_len] for c in clips]) == truth)
+                                                    .float().mean()), 4)}
+    for key, wavs in got.items():
+        out[key] = round(float((ruler.predict(wavs) == truth).float().mean()), 4)
+    return out
+
+
+def _speaker_tests(model: AudioLM, speakers: int, prompts_per_speaker: int, seed: int) -> dict:
+    return {group: speaker_test(model, which, speakers, prompts_per_speaker, seed=seed)
+            for group, which in (("unseen", "heldout"), ("seen", "train"))}
+
+
+# ----------------------------------------------------------------------------- command line
+def _probability(text: str) -> float:
+    if not 0 <= (value := float(text)) < 1:               # a ValueError: argparse names the flag
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = train_parser("audiolm", PRESETS, DATA)
+    p.add_argument("--stage", choices=("hubert", *STAGES), required=True,
+                   help="hubert first, then semantic and coarse (any order), then fine")
+    p.add_argument("--hubert", default=None, help="stages semantic/coarse/fine: the HuBERT (shipped name or folder)")
+    p.add_argument("--codec", default="codec-speech", help="the acoustic tokenizer (default: %(default)s)")
+    p.add_argument("--semantic", default=None, help="stage fine: the semantic stage's folder (assemble and measure)")
+    p.add_argument("--coarse", default=None, help="stage fine: the coarse stage's folder (assemble and measure)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--lr", type=positive_float, default=None, help="default: 5e-4 (hubert), 1e-3 (stages)")
+    p.add_argument("--dropout", type=_probability, default=None, help="default: the preset's; on a CPU 0 makes "
+                   "the coarse stage ~5x faster (attention dropout forces PyTorch's slow attention path)")
+    p.add_argument("--crop-s", type=positive_float, default=2.0, help="stage hubert: seconds per training crop")
+    p.add_argument("--warm-start", action="store_true", help="stage hubert: iteration 2 starts from iteration 1")
+    p.add_argument("--heldout-speaker", type=codec_recipe._speaker, default=codec_recipe.DEFAULT_HELDOUT,
+                   help="voices-mix: FSDD speaker left out, 'none' for none (default: %(default)s)")
+    p.add_argument("--probe-speakers", type=positive_int, default=8,
+                   help="stage hubert: held-out espeak-ng speakers of the digit probes (default: %(default)s)")
+    p.add_argument("--fsdd-probe-takes", type=nonnegative_int, default=5,
+                   help="stage hubert: FSDD takes per digit and speaker in the FSDD probe (0: none)")
+    p.add_argument("--speakers", type=nonnegative_int, default=10,
+                   help="stage fine with --semantic/--coarse: speakers per group in the speaker test (0: none)")
+    p.add_argument("--prompts-per-speaker", type=positive_int, default=2)
+    return p
+
+
+def _result(results: list[TrainResult], model: torch.nn.Module) -> TrainResult:
+    """HuBERT's iterations as one result: steps and wall time summed; finished when both are."""
+    stopped = next((r.stopped_by for r in results if not r.finished), "max_steps" if len(results) == 2 else "stopped")
+    return TrainResult(model, results[-1].history, sum(r.steps for r in results),
+                       sum(r.wall_time_s for r in results), stopped)
+
+
+def _hubert_metrics(model: hubert_lib.HuBERT, codec: codec_lib.Codec, sets: dict[str, list[Tensor]],
+                    probe_speakers: int, fsdd_takes: int, seed: int) -> dict:
+    out: dict = {"tokens": {}, "probes": {}}
+    for name, clips in sets.items():
+        toks = [model.semantic_tokens(c[None])[0] for c in clips]
+        seconds = sum(len(t) for t in toks) / model.semantic_rate
+        used = len(torch.cat(toks).unique())
+        out["tokens"][name] = {"dedup_tokens_per_second": round(sum(len(dedup(t)) for t in toks) / seconds, 2),
+                               "clusters_used": used, "clusters": model.quantizer.num_clusters}
+    for probe in (spoken_digits(probe_speakers, takes=2), fsdd_digits(fsdd_takes) if fsdd_takes else None):
+        if probe is not None:
+            out["probes"][probe.name] = probe_report(probe, model, codec, seed)
+    return out
+
+
+def _train_hubert(args, run, lr: float, sets) -> int:
+    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
+    cfg = hubert_lib.HubertConfig.preset(run.preset)
+    cfg = cfg if args.dropout is None else dataclasses.replace(cfg, dropout=args.dropout)
+    n1 = max(1, run.steps // 2)
+    hr = hubert_lib.train_iterations(clips, cfg, steps=(n1, max(1, run.steps - n1)), time_budget_s=args.time_budget,
+                                     generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
+                                     warm_start=args.warm_start, device=run.device, batch_size=args.batch_size,
+                                     crop_s=args.crop_s, lr=lr, settings=run.settings, progress=not args.no_progress,
+                                     mixed_precision=run.mixed_precision)
+    result = _result(hr.results, hr.model)
+    if not is_main_process() or not result.finished:
+        return export(run, result, cfg, {})
+    model = hr.model.cpu().eval()
+    checkpoint.round_trip_(model, torch.float16)                      # the card describes the fp16 file we ship
+    metrics = _hubert_metrics(model, codec_lib.load_pretrained(args.codec), sets, args.probe_speakers,
+                              args.fsdd_probe_takes, args.seed)
+    info = card(run, result, SOURCES[args.data], metrics, stage="hubert", codec=args.codec,
+                iteration_steps=[r.steps for r in hr.results], training_clips=len(clips), eval=_eval_info(args))
+    return export(run, result, model.config, info, dtype=torch.float16)
+
+
+def _eval_info(args) -> dict:
+    return {"data": args.data, "eval_size": args.eval_size or 64, **{k: getattr(args, k) for k in (
+        "heldout_speaker", "probe_speakers", "fsdd_probe_takes", "speakers", "prompts_per_speaker")}}
+
+
+def train_cli(argv: Sequence[str]) -> int:
+    """``course-lib train audiolm --stage hubert|semantic|coarse|fine ...``."""
+    args = _train_parser().parse_args(argv)
+    if args.stage != "hubert" and args.hubert is None:
+        raise SystemExit(f"--stage {args.stage} needs --hubert: the folder the hubert stage exported, or a shipped "
+                         f"name (hubert-speech).")
+    if (args.semantic is None) != (args.coarse is None) or (args.semantic and args.stage != "fine"):
+        raise SystemExit("--semantic and --coarse go together, with --stage fine (they assemble the three stages).")
+    if args.data != "voices-mix":
+        args.heldout_speaker = None
+    elif args.heldout_speaker is not None:
+        codec_recipe._check_speaker(args.heldout_speaker)
+    lr = args.lr or (5e-4 if args.stage == "hubert" else 1e-3)
+    trio = args.stage == "fine" and args.semantic is not None
+    if trio and args.out and not args.force:
+        shipped = [f"{args.out}-{k}" for k in STAGES if Path(f"{args.out}-{k}").exists() and
+                   Path(f"{args.out}-{k}").resolve().is_relative_to(checkpoint.checkpoint_root().resolve())]
+        if shipped:
+            raise SystemExit(f"--out {args.out} would replace the shipped checkpoints {shipped}. Pass --force to "
+                             f"replace them on purpose, or leave --out out (the default writes under runs/).")
+    args.run_dir = args.run_dir or f"runs/audiolm-{args.data}/{args.stage}"
+    run = plan_run(args, "audiolm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, codec=args.codec,
+                   hubert=args.hubert, heldout_speaker=args.heldout_speaker, dropout=args.dropout,
+                   **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}))
+    # The held-out clips before training: a missing synthesizer or speaker fails now, not after hours.
+    sets = eval_sets(args.data, args.eval_size or 64, args.seed, args.heldout_speaker)
+    if args.stage == "hubert":
+        return _train_hubert(args, run, lr, sets)
+    hubert, codec = hubert_lib.load_pretrained(args.hubert), codec_lib.load_pretrained(args.codec)
+    config = AudioLMConfig.preset(run.preset).with_tokenizers(hubert, codec, args.hubert, args.codec)
+    config = config if args.dropout is None else dataclasses.replace(config, dropout=args.dropout)
+    if trio:        # stages of other tokenizers fail now, not after training
+        semantic, coarse = (checkpoint.load_pretrained(d, c, AudioLMConfig) for d, c in
+                            ((args.semantic, SemanticStage), (args.coarse, CoarseStage)))
+        AudioLM(semantic, coarse, FineStage(config), hubert, codec)
+    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
+    data = tokens_of(clips, hubert, codec, config.num_coarse)
+    torch.manual_seed(args.seed)                                          # weight initialisation
+    stage = STAGES[args.stage](config).to(run.device)
+    result = fit_stage(stage, data, steps=run.steps, time_budget_s=args.time_budget,
+                       generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
+                       batch_size=args.batch_size, lr=lr, settings=run.settings, progress=not args.no_progress)
+    if not is_main_process() or not result.finished:
+        return export(run, result, config, {})
+    stage = result.model.cpu().eval()
+    metrics = {name: stage_report(stage, tokens_of(c, hubert, codec, config.num_coarse), seed=args.seed)
+               for name, c in sets.items()}
+    if not trio:
+        info = card(run, result, SOURCES[args.data], metrics, stage=args.stage, hubert=args.hubert,
+                    codec=args.codec, training_clips=len(clips), eval=_eval_info(args))
+        return export(run, result, config, info)
+    model = AudioLM(semantic, coarse, stage, hubert, codec)
+    if args.speakers:
+        metrics["speaker_test"] = _speaker_tests(model, args.speakers, args.prompts_per_speaker, args.seed)
+    info = card(run, result, SOURCES[args.data], metrics, stage="fine", hubert=args.hubert, codec=args.codec,
+                semantic=args.semantic, coarse=args.coarse, training_clips=len(clips), eval=_eval_info(args))
+    save_pretrained((semantic, coarse, stage), run.out, cards={"semantic": checkpoint.read_card(args.semantic),
+                                                               "coarse": checkpoint.read_card(args.coarse),
+                                                               "fine": info})
+    print(f"saved {', '.join(f'{run.out}-{k}' for k in STAGES)}", file=sys.stderr)
+    return 0
+
+
+def _reports(stages: dict[str, torch.nn.Module], cards: dict[str, dict], hubert, codec, num_coarse: int) -> dict:
+    """Each stage's held-out report on the clips its own card names."""
+    out, cache = {}, {}
+    for k, stage in stages.items():
+        ev, seed = cards[k].get("eval", {}), cards[k].get("seed", 0)
+        key = (ev.get("data", "voices"), ev.get("eval_size", 64), seed, ev.get("heldout_speaker"))
+        if key not in cache:
+            cache[key] = {n: tokens_of(c, hubert, codec, num_coarse) for n, c in eval_sets(*key).items()}
+        out[k] = {n: stage_report(stage, toks, seed=seed) for n, toks in cache[key].items()}
+    return out
+
+
+def eval_cli(argv: Sequence[str]) -> dict:
+    """``course-lib eval audiolm [--checkpoint audiolm-speech | hubert-speech | a stage's folder]``: the cards'
+    numbers, recomputed on the clips the cards name (``card_metrics`` beside them)."""
+    p = eval_parser("audiolm", "audiolm-speech", DATA)
+    p.add_argument("--speakers", type=nonnegative_int, default=None, help="speaker test: default the card's (0: none)")
+    p.add_argument("--prompts-per-speaker", type=positive_int, default=None, help="default: the card's")
+    p.add_argument("--probe-speakers", type=positive_int, default=None, help="hubert: default the card's")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        info, names = checkpoint.read_card(args.checkpoint), None          # one folder: hubert or one stage
+    except checkpoint.CheckpointError:
+        names = {k: f"{args.checkpoint}-{k}" for k in STAGES}             # the three stages NAME-semantic, ...
+        info = checkpoint.read_card(names["fine"])
+    ev, seed = dict(info.get("eval", {})), args.seed if args.seed is not None else info.get("seed", 0)
+    ev.update({k: v for k, v in (("data", args.data), ("eval_size", args.eval_size)) if v is not None})
+    out = {"checkpoint": str(args.checkpoint), "stage": info.get("stage", "all")}
+    if info.get("stage") == "hubert":
+        model, codec = hubert_lib.load_pretrained(args.checkpoint), codec_lib.load_pretrained(info["codec"])
+        sets = eval_sets(ev.get("data", "voices"), ev.get("eval_size", 64), seed, ev.get("heldout_speaker"))
+        out["metrics"] = _hubert_metrics(model, codec, sets, args.probe_speakers or ev.get("probe_speakers", 8),
+                                         ev.get("fsdd_probe_takes", 5), seed)
+        return {**out, "card_metrics": info.get("metrics")}
+    cards = {info["stage"]: {**info, "eval": ev, "seed": seed}} if names is None else \
+        {k: checkpoint.read_card(n) for k, n in names.items()}
+    if names is None:
+        stage = checkpoint.load_pretrained(args.checkpoint, STAGES[info["stage"]], AudioLMConfig)
+        hubert, codec = hubert_lib.load_pretrained(stage.config.hubert), codec_lib.load_pretrained(stage.config.codec)
+        out["metrics"] = _reports({info["stage"]: stage}, cards, hubert, codec, stage.config.num_coarse)[info["stage"]]
+        return {**out, "card_metrics": info.get("metrics")}
+    model = load_pretrained(args.checkpoint)
+    if args.data or args.eval_size or args.seed is not None:
+        cards = {k: {**c, "eval": {**c.get("eval", {}), **ev}, "seed": seed} for k, c in cards.items()}
+    stages = {"semantic": model.semantic, "coarse": model.coarse, "fine": model.fine}
+    out["metrics"] = _reports(stages, cards, model.semantic_model, model.codec, model.config.num_coarse)
+    speakers = args.speakers if args.speakers is not None else ev.get("speakers", 0) * (
+        "speaker_test" in info.get("metrics", {}))
+    if speakers:
+        m = args.prompts_per_speaker or ev.get("prompts_per_speaker", 2)
+        out["metrics"]["fine"]["speaker_test"] = _speaker_tests(model, speakers, m, seed)
+    return {**out, "card_metrics": {k: c.get("metrics") for k, c in cards.items()}}
+
+
+def generate_cli(argv: Sequence[str]) -> int:
+    """``course-lib generate audiolm [--prompt FILE] --n 2 --out clips/``: continuations as WAV files.
+
+    Without ``--prompt``, the prompts are the starts of ``--n`` utterances of held-out espeak-ng voices
+    (saved beside their continuations); ``--unconditional`` generates from nothing.
+    """
+    p = argparse.ArgumentParser(prog="course-lib generate audiolm")
+    p.add_argument("--checkpoint", default="audiolm-speech")
+    p.add_argument("--prompt", default=None, help="an audio file to continue (any rate; mono is taken)")
+    p.add_argument("--unconditional", action="store_true", help="generate from nothing instead")
+    p.add_argument("--prompt-seconds", type=positive_float, default=None, help="default: half the coarse window")
+    p.add_argument("--seconds", type=positive_float, default=None, help="prompt and continuation together "
+                                                                         "(default: the coarse window)")
+    p.add_argument("--no-acoustic-prompt", action="store_true", help="withhold the prompt's acoustic tokens")
+    p.add_argument("--n", type=positive_int, default=1)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", default="audiolm-samples")
+    args = p.parse_args(argv)
+    if args.prompt and args.unconditional:
+        raise SystemExit("--prompt and --unconditional exclude each other: continue a file, or generate from nothing.")
+    model = load_pretrained(args.checkpoint)
+    cfg, g, out = model.config, torch.Generator().manual_seed(args.seed), Path(args.out)
+    window = cfg.coarse_frames / cfg.frame_rate
+    seconds, prompt_s = args.seconds or window, args.prompt_seconds or window / 2
+    if args.unconditional:
+        for i, w in enumerate(model.generate(args.n, seconds, generator=g)):
+            save(out / f"audiolm_{args.seed}_{i:03d}.wav", w, model.sample_rate)
+        print(f"wrote {args.n} clips of {seconds:g} s to {out}/")
+        return 0
+    if prompt_s >= seconds:
+        raise SystemExit(f"--prompt-seconds {prompt_s:g} leaves nothing to generate in --seconds {seconds:g}.")
+    if args.prompt:
+        wav, sr = load(args.prompt)
+        wav = to_mono(wav)
+        prompts = [(resample(wav, sr, model.sample_rate) if sr != model.sample_rate else wav)] * args.n
+    else:
+        prompts = codec_recipe.voices_clips("test", "heldout", args.n, SR, args.seed)[0]
+    for i, w in enumerate(prompts):
+        prompt = w[None, :, :round(prompt_s * model.sample_rate)]
+        cont = model.continue_(prompt, seconds, g, acoustic_prompt=not args.no_acoustic_prompt)
+        save(out / f"audiolm_{args.seed}_{i:03d}_prompt.wav", prompt[0], model.sample_rate)
+        save(out / f"audiolm_{args.seed}_{i:03d}.wav", cont[0], model.sample_rate)
+    print(f"wrote {args.n} continuations of {seconds:g} s (prompt {prompt_s:g} s) and their prompts to {out}/")
+    return 0
+
+
+def bench(seconds: float = 2.0) -> dict:
+    """Real-time factor of each stage and of the decoder (this CPU) for ``seconds`` of new audio, of the
+    shipped model or, without it, an untrained small one."""
+    try:
+        model, name = load_pretrained(), "audiolm-speech"
+    except checkpoint.CheckpointError:
+        hubert = hubert_lib.HuBERT(hubert_lib.HubertConfig.preset("small"))
+        try:
+            codec = codec_lib.load_pretrained("codec-speech")
+        except checkpoint.CheckpointError:
+            codec = codec_lib.Codec(codec_lib.CodecConfig.preset("small"))
+        cfg = AudioLMConfig.preset("small").with_tokenizers(hubert, codec)
+        torch.manual_seed(0)
+        model, name = AudioLM(SemanticStage(cfg), CoarseStage(cfg), FineStage(cfg), hubert, codec), "untrained small"
+    cfg, g = model.config, torch.Generator().manual_seed(0)
+    frames = round(seconds * cfg.semantic_rate) * cfg.frames_per_semantic
+    n_sem = max(1, round(seconds * float(model.semantic.tokens_per_second)))
+    empty = torch.zeros(1, 0, dtype=torch.long)
+    with torch.inference_mode():
+        sem = model.semantic.sample(empty, n_sem, generator=g)
+        coarse = model.coarse.sample(list(sem), frames, generator=g)
+        fine = model.fine.sample(coarse, generator=g)
+        times = {"semantic": best_time(lambda: model.semantic.sample(empty, n_sem, generator=g), repeat=1, warmup=0),
+                 "coarse": best_time(lambda: model.coarse.sample(list(sem), frames, generator=g), repeat=1, warmup=0),
+                 "fine": best_time(lambda: model.fine.sample(coarse, generator=g), repeat=1, warmup=0),
+                 "decode": best_time(lambda: model.decode(coarse, fine), repeat=3)}
+    return {"checkpoint": name, "seconds": seconds, **{f"{k}_rtf": round(v / seconds, 3) for k, v in times.items()},
+            "total_rtf": round(sum(times.values()) / seconds, 3), "threads": torch.get_num_threads()}

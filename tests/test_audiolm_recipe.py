@@ -1,0 +1,154 @@
+"""``course-lib train|eval|generate audiolm`` (course_lib.recipes.audiolm) end to end, with tiny everything.
+
+One module-scoped chain trains every stage for 2-4 steps into a temporary folder: hubert, then
+semantic and coarse, then fine, which assembles the three stages and runs the speaker test. A tiny
+untrained codec (its RVQ initialised by k-means on one batch) stands in for codec-speech.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from course_lib import audiolm as A
+from course_lib import checkpoint
+from course_lib import codec as C
+from course_lib import hubert as H
+from course_lib.recipes import audiolm as R
+from course_lib.recipes.common import EXIT_UNFINISHED
+from course_lib.train import SettingsMismatch
+
+TINY = ["--preset", "tiny", "--batch-size", "2", "--train-size", "4", "--eval-size", "2", "--no-progress",
+        "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """Every stage trained and exported: {"root", "hubert", "semantic", "coarse", "audiolm", "args"}."""
+    root = tmp_path_factory.mktemp("audiolm")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        codec = C.Codec(C.CodecConfig.preset("tiny"))
+        clips = torch.stack([0.2 * torch.sin(torch.arange(16000) * 0.03 * (1 + s))[None] for s in range(2)])
+        with torch.no_grad():                                   # varied codes on every RVQ level
+            codec.train()(clips, num_quantizers=codec.num_quantizers, generator=torch.Generator().manual_seed(0))
+    checkpoint.save_pretrained(codec.eval(), codec.config, root / "codec")
+    paths = {"root": root, "hubert": root / "hubert", "semantic": root / "semantic", "coarse": root / "coarse",
+             "audiolm": root / "audiolm"}
+    assert R.train_cli(TINY + ["--stage", "hubert", "--steps", "4", "--crop-s", "0.4", "--probe-speakers", "2",
+                               "--fsdd-probe-takes", "1", "--codec", str(root / "codec"),
+                               "--run-dir", str(root / "runs/hubert"), "--out", str(paths["hubert"])]) == 0
+    stages = TINY + ["--steps", "3", "--hubert", str(paths["hubert"]), "--codec", str(root / "codec")]
+    for st in ("semantic", "coarse"):
+        assert R.train_cli(stages + ["--stage", st, "--run-dir", str(root / "runs" / st), "--out", str(paths[st])]) == 0
+    paths["args"] = stages + ["--stage", "fine", "--run-dir", str(root / "runs/fine"), "--out", str(paths["audiolm"]),
+                              "--semantic", str(paths["semantic"]), "--coarse", str(paths["coarse"]),
+                              "--speakers", "2", "--prompts-per-speaker", "1"]
+    assert R.train_cli(paths["args"]) == 0
+    return paths
+
+
+def test_hubert_stage_exports_a_tokenizer_with_probes_beside_baselines(trained):
+    info = checkpoint.read_card(trained["hubert"])
+    assert info["stage"] == "hubert" and info["steps"] == 4 and info["iteration_steps"] == [2, 2]
+    model = H.load_pretrained(trained["hubert"])
+    assert model.config.iteration == 2 and bool(model.quantizer.fitted)
+    probes = info["metrics"]["probes"]
+    assert set(probes) == {"voices-digits-heldout", "fsdd-digits"} or set(probes) == {"voices-digits-heldout"}
+    for report in probes.values():
+        assert report["chance"]["content"] == 0.1
+        for tok in ("semantic", "mfcc_kmeans_baseline", "acoustic_coarse", "acoustic_fine"):
+            assert 0 <= report[tok]["content_accuracy"] <= 1 and 0 <= report[tok]["speaker_accuracy"] <= 1
+    assert set(info["metrics"]["tokens"]) == {"voices-unseen", "voices-seen"}
+
+
+def test_each_stage_card_has_held_out_bits_beside_baselines(trained):
+    for st in ("semantic", "coarse"):
+        info = checkpoint.read_card(trained[st])
+        assert info["stage"] == st and info["steps"] == 3 and info["hubert"] == str(trained["hubert"])
+        for report in info["metrics"].values():
+            assert report["bits_per_token"] > 0 and report["unigram_bits_per_token"] <= report["uniform_bits_per_token"]
+    fine = checkpoint.read_card(f"{trained['audiolm']}-fine")
+    test = fine["metrics"]["speaker_test"]
+    assert set(test) == {"unseen", "seen"} and test["unseen"]["chance"] == 0.5
+    assert {"real_continuation", "with_acoustic_prompt", "without_acoustic_prompt"} <= set(test["seen"])
+    model = A.load_pretrained(trained["audiolm"])                   # the three siblings load as one model
+    assert model.config.hubert == str(trained["hubert"])
+    assert checkpoint.read_card(f"{trained['audiolm']}-semantic")["metrics"] == \
+        checkpoint.read_card(trained["semantic"])["metrics"]
+
+
+def test_eval_reproduces_the_cards(trained):
+    out = R.eval_cli(["--checkpoint", str(trained["audiolm"])])
+    assert out["metrics"] == out["card_metrics"]
+    out = R.eval_cli(["--checkpoint", str(trained["coarse"])])
+    assert out["stage"] == "coarse" and out["metrics"] == out["card_metrics"]
+    out = R.eval_cli(["--checkpoint", str(trained["hubert"])])
+    assert out["metrics"] == out["card_metrics"]
+
+
+def test_a_finished_run_resumes_only_with_its_settings(trained):
+    args = trained["args"]
+    with pytest.raises(SettingsMismatch, match="lr"):
+        R.train_cli(args + ["--lr", "0.005"])
+    with pytest.raises(SettingsMismatch, match="preset"):
+        R.train_cli([a if a != "tiny" else "small" for a in args])
+
+
+def test_a_stopped_run_exports_nothing(trained, tmp_path):
+    args = TINY + ["--stage", "semantic", "--steps", "100000", "--time-budget", "0.3", "--hubert",
+                   str(trained["hubert"]), "--codec", str(trained["root"] / "codec"),
+                   "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]
+    assert R.train_cli(args) == EXIT_UNFINISHED
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "out").exists()
+
+
+def test_generate_writes_continuations_and_unconditional_clips(trained, tmp_path):
+    ckpt = str(trained["audiolm"])
+    assert R.generate_cli(["--checkpoint", ckpt, "--n", "1", "--out", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["audiolm_0_000.wav", "audiolm_0_000_prompt.wav"]
+    assert R.generate_cli(["--checkpoint", ckpt, "--unconditional", "--n", "2", "--seconds", "0.4",
+                           "--out", str(tmp_path / "b")]) == 0
+    assert len(list((tmp_path / "b").glob("*.wav"))) == 2
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--stage", "semantic"], "--hubert"),
+    (["--stage", "fine", "--hubert", "h", "--semantic", "s"], "go together"),
+    (["--stage", "coarse", "--hubert", "h", "--semantic", "s", "--coarse", "c"], "go together"),
+    (["--stage", "hubert", "--data", "voices-mix", "--heldout-speaker", "nobody"], "nobody"),
+])
+def test_bad_flags_fail_before_training(extra, match, tmp_path):
+    with pytest.raises((SystemExit, ValueError), match=match):
+        R.train_cli(TINY + extra + ["--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra", [["--stage", "vocoder"], ["--stage", "fine", "--steps", "0"],
+                                   ["--stage", "fine", "--speakers", "-1"], ["--stage", "coarse", "--dropout", "1"]])
+def test_bad_values_are_refused_by_the_parser(extra, capsys):
+    with pytest.raises(SystemExit) as e:
+        R.train_cli(TINY + extra)
+    assert e.value.code == 2 and extra[-2] in capsys.readouterr().err
+
+
+def test_probe_and_ruler_separate_what_they_should():
+    """The rulers themselves: a linear probe finds a label that is in the features, not one that is not."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(400) // 100                                    # 4 classes, each in both halves
+    x = torch.randn(400, 8, generator=g)
+    x[:, 0] += 10 * y
+    assert R.linear_probe(x[::2], y[::2], x[1::2], y[1::2], 4) >= 0.95
+    assert R.linear_probe(x[::2, 1:], y[::2], x[1::2, 1:], y[1::2], 4) <= 0.4     # chance: 0.25
+    tone = [0.3 * torch.sin(torch.arange(8000) * f)[None] for f in (0.05, 0.05, 0.2, 0.2)]
+    ruler = R.speaker_ruler(tone, ["low", "low", "high", "high"])
+    assert ruler.predict(tone).tolist() == [1, 1, 0, 0]             # names sorted: high, low
+
+
+def test_bench_reports_every_stage(monkeypatch):
+    monkeypatch.setenv("COURSE_CHECKPOINTS", "/nonexistent")       # the untrained small model, offline
+    out = R.bench(seconds=0.2)
+    assert out["checkpoint"] == "untrained small"
+    assert {"semantic_rtf", "coarse_rtf", "fine_rtf", "decode_rtf", "total_rtf"} <= set(out)
+    json.dumps(out)
