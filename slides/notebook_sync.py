@@ -134,19 +134,26 @@ def _scores(card: dict) -> tuple[str, str]:
                 "held-out bits per token " + " / ".join(f"{m[k]['bits_per_token']:.2f}" for k in levels) +
                 " (top / middle / bottom; unigram " + " / ".join(f"{m[k]['unigram_bits_per_token']:.2f}" for k in levels) +
                 f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}")
+    if arch == "MelVAE":
+        return ("AudioLDM's 2-D KL-VAE of mel spectrograms (8 latent channels, 4x smaller in time and frequency)",
+                f"through Griffin-Lim, mel distance {m['vae->griffin_lim']['mel_distance_db']:.2f} dB from the VAE vs "
+                f"{m['mel->griffin_lim']['mel_distance_db']:.2f} dB from the exact mel; {m['clips']} test clips")
+    if arch == "Vocoder":
+        voc, gl = m["mel->vocoder"], m["mel->griffin_lim"]
+        return ("HiFi-GAN-style vocoder, 64 mel bands at 16 kHz (AudioLDM's front end)",
+                f"mel distance {voc['mel_distance_db']:.2f} dB vs Griffin-Lim {gl['mel_distance_db']:.2f} dB; speech PESQ "
+                f"{voc['speech_pesq_wb']:.2f} vs {gl['speech_pesq_wb']:.2f}; {m['clips']} test clips")
+    if arch == "UNet":
+        return ("AudioLDM's denoiser: a 2-D UNet over VAE latents, FiLM-conditioned on CLAP audio embeddings",
+                f"held-out prompts: {_pct(m['test_accuracy'])} of generated clips in the prompt's class (guidance "
+                f"{m['guidance_scale']:g}); Fréchet distance {m['frechet_generated_vs_test']:.0f} (real "
+                f"{m['frechet_real_vs_test']:.0f}, noise {m['frechet_noise_vs_test']:.0f})")
     return arch, ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)))   # a family added later
 
 
 def _command(card: dict) -> str:
-    """The command that reproduces a card's run (a run exported with ``--export-only`` names its training command).
-
-    The ``codec-speech`` card records a bare trailing ``--speed-perturb``: the flag's value list was lost when the
-    card was written, and that run had speed perturbation switched off, i.e. ``--no-speed-perturb``.
-    """
-    command = card.get("training_command") or card.get("command", "")
-    if command.endswith(" --speed-perturb"):
-        command = command.removesuffix(" --speed-perturb") + " --no-speed-perturb"
-    return command
+    """The command that reproduces a card's run (a run exported with ``--export-only`` names its training command)."""
+    return card.get("training_command") or card.get("command", "")
 
 
 def checkpoint_table() -> str:
