@@ -39,15 +39,16 @@ from course_lib.clap import load_pretrained as load_clap
 from course_lib.nn import ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, upsample2d
 from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
 from course_lib.vocoder import PRESETS as VOCODER_PRESETS
-from course_lib.vocoder import LogMel, Vocoder, VocoderConfig
+from course_lib.vocoder import LogMel, Vocoder, VocoderConfig, griffin_lim
 from course_lib.vocoder import load_pretrained as load_vocoder
 
 __all__ = ["AudioLDMConfig", "PRESETS", "DiagonalGaussian", "VAEOutput", "MelVAE", "measure_scale", "UNet",
            "timestep_embedding", "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
-           "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE"]
+           "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE", "DECODERS"]
 
 MAX_PROMPT_CHARS = 300   # longer prompts are refused rather than cut silently by CLAP's tokenizer
 MAX_GUIDANCE = 20.0      # AudioLDM uses 2.5; far beyond ~10 samples only saturate
+DECODERS = ("vocoder", "griffin_lim")
 
 
 @dataclass(frozen=True)
@@ -341,13 +342,24 @@ class AudioLDM(nn.Module):
         return self
 
     @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """Scaled latents ``(B, 8, F', L')`` -> waveforms ``(B, 1, 4 L' * hop)`` (VAE decoder, then vocoder)."""
-        return self.vocoder(self.vae.decode(z / self.vae.scale_factor))
+    def decode(self, z: Tensor, decoder: str = "vocoder", generator: torch.Generator | None = None) -> Tensor:
+        """Scaled latents ``(B, 8, F', L')`` -> waveforms ``(B, 1, 4 L' * hop)``: VAE decoder, then ``decoder``.
+
+        ``decoder`` is ``"vocoder"`` (the HiFi-GAN, AudioLDM's choice) or ``"griffin_lim"`` (the baseline:
+        32 iterations of phase estimation from the same mel, its initial phase drawn with ``generator``).
+        """
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder={decoder!r}; use one of {DECODERS}.")
+        mel = self.vae.decode(z / self.vae.scale_factor)
+        if decoder == "griffin_lim":
+            cfg = self.config
+            return griffin_lim(mel, cfg.sample_rate, cfg.n_fft, cfg.hop_length, generator=generator)
+        return self.vocoder(mel)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seconds: float = 1.0, steps: int = 50, guidance_scale: float = 2.5,
-                 generator: torch.Generator | None = None, candidates: int = 1, eta: float = 0.0) -> Tensor:
+                 generator: torch.Generator | None = None, candidates: int = 1, eta: float = 0.0,
+                 decoder: str = "vocoder") -> Tensor:
         """Audio ``(B, 1, T)`` for ``B`` prompts, ``T = round(seconds * 16000)``.
 
         Args:
@@ -356,6 +368,7 @@ class AudioLDM(nn.Module):
             generator: all randomness (the initial noise, and each step's noise when ``eta > 0``).
             candidates: samples per prompt; the one whose CLAP audio embedding is closest to the
                 prompt's text embedding is returned (AudioLDM's re-ranking, section 4).
+            decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`).
         """
         prompts = _check_prompts(prompts)
         _check_sampling(steps, guidance_scale, self.schedule)
@@ -371,7 +384,7 @@ class AudioLDM(nn.Module):
         shape = (len(cond), self.config.latent_dim, self.config.n_mels // ds, frames)
         z = diffusion.sample(self.unet, shape, cond, self.unet.uncond[None], self.schedule, steps=steps,
                              guidance_scale=guidance_scale, eta=eta, generator=generator)
-        wav = self.decode(z)[..., :num_samples]                                  # (B k, 1, T)
+        wav = self.decode(z, decoder, generator)[..., :num_samples]              # (B k, 1, T)
         if candidates > 1:
             audio = self.clap.embed_audio(wav).view(len(prompts), candidates, -1)   # (B, k, D)
             best = (audio * text[:, None]).sum(-1).argmax(dim=1)                 # (B,) by cosine similarity

@@ -342,3 +342,14 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     again = recipe.eval_cli(["--checkpoint", str(out), "--threads", "1"])
     assert again["unet"] == metrics                                             # the card, recomputed
     assert model.generate(["a kick drum"], seconds=0.2, steps=2).shape == (1, 1, 3200)
+
+
+def test_griffin_lim_decoder_is_the_baseline_of_the_same_latent(model):
+    g = lambda: torch.Generator().manual_seed(4)
+    wav = model.generate(["a kick drum"], seconds=0.2, steps=2, generator=g(), decoder="griffin_lim")
+    z = torch.randn(1, TINY.latent_dim, TINY.n_mels // TINY.downsample, 5, generator=g())
+    mel = model.vae.decode(z / model.vae.scale_factor)
+    torch.testing.assert_close(model.decode(z, "griffin_lim", g()), griffin_lim(mel, generator=g()))
+    assert wav.shape == (1, 1, 3200)
+    with pytest.raises(ValueError, match="decoder"):
+        model.decode(z, "wavenet")

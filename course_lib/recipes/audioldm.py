@@ -117,12 +117,12 @@ def split_prompts(classes: Sequence[str]) -> tuple[list[list[str]], list[list[st
 
 @torch.no_grad()
 def generate_per_class(model: AudioLDM, prompts: list[list[str]], per_class: int, guidance: float, steps: int,
-              seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                       seed: int, decoder: str = "vocoder") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``per_class`` clips per class, cycling through the class's prompts; labels and prompts beside."""
     g = torch.Generator().manual_seed(seed)
     texts = [ps[j % len(ps)] for ps in prompts for j in range(per_class)]
     labels = torch.arange(len(prompts)).repeat_interleave(per_class)
-    wav = torch.cat([model.generate(texts[i:i + 34], SECONDS, steps, guidance, generator=g)
+    wav = torch.cat([model.generate(texts[i:i + 34], SECONDS, steps, guidance, generator=g, decoder=decoder)
                      for i in range(0, len(texts), 34)])
     return wav, labels, texts
 
