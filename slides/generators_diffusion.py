@@ -29,7 +29,7 @@ def _model() -> audioldm.AudioLDM:
 def num_audioldm_card(part: str = "unet", key: str = "steps", fmt: str = "int") -> str:
     """A field of one part's card (``vae``, ``vocoder``, ``unet``); ``metrics.`` paths reach into metrics; ``fmt`` as
     card_metric, or ``min`` (seconds shown as minutes)."""
-    value = checkpoint.read_card(audioldm.resolve("audioldm-synthworld") / part)
+    value = checkpoint.read_card(f"audioldm-synthworld-{part}")
     for k in key.split("."):
         if not (isinstance(value, dict) and k in value):
             raise KeyError(f"the {part} card of audioldm-synthworld has no {key!r} (stops at {k!r})")
