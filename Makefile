@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 PROFILE ?= smoke
 PYTEST_ARGS ?=
+# Test files run on WORKERS processes (pytest-xdist), one torch thread each; a notebook's cells stay together.
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadfile
 
 .PHONY: setup lab test test-unit test-notebooks test-browser browser-deps slides bench info clean-venv
 
@@ -35,13 +38,15 @@ bench: setup
 
 # Unit tests, then every notebook under nbval in the smoke profile.
 test: setup
-	COURSE_PROFILE=$(PROFILE) $(BIN)/python -m pytest -q $(PYTEST_ARGS) tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	COURSE_PROFILE=$(PROFILE) OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS) tests notebooks \
+	  --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-unit: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS) tests
 
 test-notebooks: setup
-	COURSE_PROFILE=$(PROFILE) $(BIN)/python -m pytest -q notebooks --nbval-lax --nbval-current-env
+	COURSE_PROFILE=$(PROFILE) OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) notebooks --nbval-lax \
+	  --nbval-current-env
 
 # Instructor slides: slides/decks/*.md -> slides/build/*.html (offline reveal.js; npm install on first run).
 slides: setup

@@ -20,7 +20,9 @@ A deck that names a generator that does not exist, a file that is not there, or 
 that fails, stops the build with a :class:`BuildError` naming the deck, the slide and what is
 missing. Output: ``<out>/<deck>.html`` beside ``<out>/media/`` (figures, sounds) and
 ``<out>/reveal/`` (reveal.js copied from ``slides/node_modules``; no CDN), plus ``index.html``.
-Every file is written atomically (temp file, then ``os.replace``).
+Every file is written atomically (temp file, then ``os.replace``). Generator outputs are kept in
+``slides/build/.generated/`` and reused while course_lib, the generators and the checkpoints are unchanged
+(``--no-cache`` runs every generator).
 """
 from __future__ import annotations
 
@@ -131,15 +133,59 @@ def split_ref(ref: str) -> tuple[str, dict[str, str]]:
 
 # ----------------------------------------------------------------------------- media
 
-class MediaStore:
-    """Runs generators once per distinct reference and writes their output into ``media/``."""
+CACHE_DIR = DEFAULT_OUT / ".generated"     # generator outputs of earlier builds, keyed by what they depend on
+_INPUTS = ((SLIDES_DIR.parent / "course_lib", "*.py"), (SLIDES_DIR, "generators*.py"),
+           (SLIDES_DIR.parent / "assets" / "checkpoints", "*"))
 
-    def __init__(self, out: Path, decks_dir: Path) -> None:
+
+def inputs_fingerprint() -> str:
+    """A hash of everything a generator's output depends on: course_lib's code, the generators, the shipped
+    checkpoints (contents), the profile and torch's version. Same fingerprint, same figures, sounds and numbers."""
+    import torch
+    h = hashlib.sha1(f"{os.environ.get('COURSE_PROFILE', '')}|{torch.__version__}".encode())
+    for root, pattern in _INPUTS:
+        for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class MediaStore:
+    """Runs generators once per distinct reference and writes their output into ``media/``.
+
+    With ``cache_dir``, outputs are kept under ``cache_dir/<inputs_fingerprint()>/`` and reused by later
+    builds while nothing they depend on has changed (the tests build the decks again after ``make slides``).
+    """
+
+    def __init__(self, out: Path, decks_dir: Path, cache_dir: Path | None = None) -> None:
         self.out, self.decks_dir = out, decks_dir
         self.media = out / "media"
         self.media.mkdir(parents=True, exist_ok=True)
         self._cache: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.disk = None
+        if cache_dir is not None:
+            self.disk = Path(cache_dir) / inputs_fingerprint()
+            for stale in (p for p in Path(cache_dir).glob("*") if p.is_dir() and p != self.disk):
+                shutil.rmtree(stale, ignore_errors=True)
+            self.disk.mkdir(parents=True, exist_ok=True)
+
+    def _from_disk(self, kind: str, name: str, args: dict[str, str]) -> str | None:
+        """A generator's output of an earlier build with the same inputs, copied into ``media/``; else None."""
+        if self.disk is None:
+            return None
+        file_name = self._file_name(kind, name, args, ".txt" if kind == "num" else "")
+        hits = [p for p in self.disk.glob(f"{file_name}*") if p.is_file()]
+        if not hits:
+            return None
+        if kind == "num":
+            return hits[0].read_text(encoding="utf-8")
+        atomic_write(self.media / hits[0].name, hits[0].read_bytes())
+        return f"media/{hits[0].name}"
+
+    def _to_disk(self, file_name: str, data: bytes) -> None:
+        if self.disk is not None:
+            atomic_write(self.disk / file_name, data)
 
     @staticmethod
     def _file_name(kind: str, name: str, args: dict[str, str], suffix: str) -> str:
@@ -155,6 +201,9 @@ class MediaStore:
         if cache_key in self._cache:
             return self._cache[cache_key]
         name, args = split_ref(ref)
+        if (hit := self._from_disk(kind, name, args)) is not None:
+            self._cache[cache_key] = hit
+            return hit
         registry = {"fig": gen.FIGURES, "sound": gen.SOUNDS, "num": gen.NUMBERS}[kind]
         if name not in registry:
             raise BuildError(f"{where}: missing {kind} generator {name!r} (in '{kind}:{ref}'). "
@@ -169,10 +218,12 @@ class MediaStore:
             raise BuildError(f"{where}: {kind}:{ref} failed: {type(err).__name__}: {err}") from err
         if kind == "num":
             value = str(result)
+            self._to_disk(self._file_name(kind, name, args, ".txt"), value.encode("utf-8"))
         else:
             data, suffix = (gen.figure_png(result), ".png") if kind == "fig" else (gen.sound_wav(*result), ".wav")
             file_name = self._file_name(kind, name, args, suffix)
             atomic_write(self.media / file_name, data)
+            self._to_disk(file_name, data)
             value = f"media/{file_name}"
         self.timings[cache_key] = time.perf_counter() - t0
         self._cache[cache_key] = value
@@ -381,10 +432,12 @@ class BuildResult:
     timings: dict[str, float]
 
 
-def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Path = DECKS_DIR) -> BuildResult:
+def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Path = DECKS_DIR,
+          cache_dir: Path | None = CACHE_DIR) -> BuildResult:
     """Build the named decks (all when None) into ``out``; raises BuildError naming what is missing.
 
     Every deck is rendered before any HTML is written, so a broken deck leaves no new page behind.
+    Generator outputs are reused from ``cache_dir`` while their inputs are unchanged (None: run every generator).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -393,7 +446,7 @@ def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Pa
     import matplotlib
     matplotlib.use("Agg")     # headless; before pyplot is imported by course_lib.plots
     decks = [parse_deck(p) for p in deck_paths(names, decks_dir)]
-    store = MediaStore(out, decks_dir)
+    store = MediaStore(out, decks_dir, cache_dir)
     pages = [(deck, render_deck(deck, store)) for deck in decks]
     copy_reveal(out)
     files = []
@@ -424,9 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("decks", nargs="*", help="deck names (file stems in slides/decks); all when omitted")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default slides/build)")
     parser.add_argument("--decks-dir", type=Path, default=DECKS_DIR, help="where the deck sources are")
+    parser.add_argument("--no-cache", action="store_true",
+                        help=f"run every generator (default: reuse outputs in {CACHE_DIR} while their inputs hold)")
     args = parser.parse_args(argv)
     try:
-        result = build(args.decks or None, args.out, args.decks_dir)
+        result = build(args.decks or None, args.out, args.decks_dir, None if args.no_cache else CACHE_DIR)
     except BuildError as err:
         print(f"slides: build failed: {err}", file=sys.stderr)
         return 1

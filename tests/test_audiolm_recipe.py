@@ -16,6 +16,7 @@ from course_lib import checkpoint
 from course_lib import codec as C
 from course_lib import hubert as H
 from course_lib.recipes import audiolm as R
+from course_lib.recipes import audiolm_rulers as rulers
 from course_lib.recipes.common import EXIT_UNFINISHED
 from course_lib.train import SettingsMismatch
 
@@ -44,7 +45,7 @@ def trained(tmp_path_factory) -> dict:
         assert R.train_cli(stages + ["--stage", st, "--run-dir", str(root / "runs" / st), "--out", str(paths[st])]) == 0
     paths["args"] = stages + ["--stage", "fine", "--run-dir", str(root / "runs/fine"), "--out", str(paths["audiolm"]),
                               "--semantic", str(paths["semantic"]), "--coarse", str(paths["coarse"]),
-                              "--speakers", "2", "--prompts-per-speaker", "1"]
+                              "--speakers", "2", "--prompts-per-speaker", "1", "--probe-speakers", "1"]
     assert R.train_cli(paths["args"]) == 0
     return paths
 
@@ -73,6 +74,9 @@ def test_each_stage_card_has_held_out_bits_beside_baselines(trained):
     test = fine["metrics"]["speaker_test"]
     assert set(test) == {"unseen", "seen"} and test["unseen"]["chance"] == 0.5
     assert {"real_continuation", "with_acoustic_prompt", "without_acoustic_prompt"} <= set(test["seen"])
+    heard = fine["metrics"]["intelligibility"]
+    assert heard["clips"] == 10 and heard["chance"] == 0.1          # one held-out voice says the ten digits
+    assert all(0 <= heard[k] <= 1 for k in ("real", "codec", "resynthesized"))
     model = A.load_pretrained(trained["audiolm"])                   # the three siblings load as one model
     assert model.config.hubert == str(trained["hubert"])
     assert checkpoint.read_card(f"{trained['audiolm']}-semantic")["metrics"] == \
@@ -139,11 +143,19 @@ def test_probe_and_ruler_separate_what_they_should():
     y = torch.arange(400) // 100                                    # 4 classes, each in both halves
     x = torch.randn(400, 8, generator=g)
     x[:, 0] += 10 * y
-    assert R.linear_probe(x[::2], y[::2], x[1::2], y[1::2], 4) >= 0.95
-    assert R.linear_probe(x[::2, 1:], y[::2], x[1::2, 1:], y[1::2], 4) <= 0.4     # chance: 0.25
+    assert rulers.linear_probe(x[::2], y[::2], x[1::2], y[1::2], 4) >= 0.95
+    assert rulers.linear_probe(x[::2, 1:], y[::2], x[1::2, 1:], y[1::2], 4) <= 0.4     # chance: 0.25
     tone = [0.3 * torch.sin(torch.arange(8000) * f)[None] for f in (0.05, 0.05, 0.2, 0.2)]
-    ruler = R.speaker_ruler(tone, ["low", "low", "high", "high"])
+    ruler = rulers.speaker_ruler(tone, ["low", "low", "high", "high"])
     assert ruler.predict(tone).tolist() == [1, 1, 0, 0]             # names sorted: high, low
+
+
+def test_digit_ruler_recognises_digits_of_voices_it_never_heard():
+    """The intelligibility ruler on real (synthesized) digits of held-out voices: far above chance (0.1)."""
+    ruler = rulers.digit_ruler(n_speakers=4, takes=2)
+    probe = rulers.spoken_digits(2, which="heldout")
+    assert rulers.digit_features(probe.clips).shape == (20, 40 * 24)
+    assert float((ruler.predict(probe.clips) == probe.content).float().mean()) >= 0.6
 
 
 def test_bench_reports_every_stage(monkeypatch):

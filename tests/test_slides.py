@@ -80,6 +80,22 @@ def test_cli_exit_code_and_message(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_generator_outputs_are_reused_only_while_their_inputs_hold(tmp_path, monkeypatch):
+    decks = _deck(tmp_path, "% title: T\n\n![q](fig:quantization?bits=3) {{num:snr_bits?bits=8}}\nNote: n\n")
+    cache = tmp_path / "cache"
+    first = slide_build.build(None, tmp_path / "a", decks, cache_dir=cache)
+    assert len(first.timings) == 2, "a cold cache runs every generator"
+    again = slide_build.build(None, tmp_path / "b", decks, cache_dir=cache)
+    assert again.timings == {}, "unchanged inputs: nothing runs again"
+    assert (tmp_path / "a" / "t.html").read_bytes() == (tmp_path / "b" / "t.html").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "b" / "media").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "a" / "media").iterdir())
+    monkeypatch.setenv("COURSE_PROFILE", "gpu" if slide_build.os.environ.get("COURSE_PROFILE") != "gpu" else "cpu")
+    changed = slide_build.build(None, tmp_path / "c", decks, cache_dir=cache)
+    assert len(changed.timings) == 2, "a changed input (here the profile) runs the generators again"
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1, "outputs of stale inputs are removed"
+
+
 def test_static_file_beside_deck_is_copied(tmp_path):
     decks = _deck(tmp_path, "% title: T\n\n![a tone](file:tone.wav)\nNote: n\n")
     sf.write(decks / "tone.wav", np.zeros(1600, dtype=np.float32), 16000)

@@ -39,7 +39,7 @@ from course_lib.clap import Clap, ClapConfig
 from course_lib.clap import load_pretrained as load_clap
 from course_lib.data import FAMILY_OF, SynthWorld, captions
 from course_lib.metrics import frechet_distance, multiscale_mel_distance, pesq_wb
-from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
                                        positive_float, positive_int, train_parser)
 from course_lib.train import is_main_process
 
@@ -256,12 +256,9 @@ def eval_cli(argv: Sequence[str]) -> dict:
     p = eval_parser("audioldm", "audioldm-synthworld", ("synthworld",))
     p.add_argument("--per-class", type=nonnegative_int, default=None, help="default: the card's (0: skip generation)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    info, ev, seed = eval_plan(args, f"{args.checkpoint}-unet")
     model = load_pretrained(args.checkpoint)
-    info = checkpoint.read_card(f"{args.checkpoint}-unet")
-    ev, seed = info.get("eval", {}), args.seed if args.seed is not None else info.get("seed", 0)
-    n_test = args.eval_size or ev.get("eval_size", 256)
+    n_test = ev.get("eval_size", 256)
     test_audio, test_labels, classes = load_clips("test", n_test, seed)
     out = {"checkpoint": args.checkpoint,
            "vae": reconstruction_report(test_audio, test_labels, classes, vae=model.vae, seed=seed),

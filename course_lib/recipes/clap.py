@@ -15,8 +15,8 @@ import torch
 from course_lib import checkpoint, profile
 from course_lib.clap import PRESETS, TEXT_TOWERS, Clap, ClapConfig, ClapData, evaluate, fit, load_pretrained, prepare
 from course_lib.data import SynthWorld, captions
-from course_lib.recipes.common import best_time, card, eval_parser, export, plan_run, positive_float, positive_int, \
-    train_parser
+from course_lib.recipes.common import best_time, card, eval_parser, eval_plan, export, plan_run, positive_float, \
+    positive_int, train_parser
 from course_lib.train import is_main_process
 
 __all__ = ["class_prompts", "test_data", "train_cli", "eval_cli", "bench"]
@@ -76,14 +76,10 @@ def train_cli(argv: Sequence[str]) -> int:
 def eval_cli(argv: Sequence[str]) -> dict:
     """``course-lib eval clap [--checkpoint NAME_OR_PATH]``: the card's metrics, recomputed."""
     args = eval_parser("clap", "clap-synthworld", ("synthworld",)).parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    info = checkpoint.read_card(args.checkpoint)
+    info, ev, seed = eval_plan(args, args.checkpoint)
     model = load_pretrained(args.checkpoint)
     old = info.get("data") if isinstance(info.get("data"), dict) else {}          # cards before the one schema
-    ev = info.get("eval", {})
-    size = args.eval_size or ev.get("eval_size") or old.get("test_size", 1000)
-    seed = args.seed if args.seed is not None else info.get("seed", old.get("seed", 0))
+    size = ev.get("eval_size") or old.get("test_size", 1000)
     test = test_data(model, size, seed)
     return {"checkpoint": args.checkpoint, "eval_size": size, "seed": seed,
             **evaluate(model, test, class_prompts(test.classes))}

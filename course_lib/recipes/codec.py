@@ -37,7 +37,7 @@ from course_lib.codec import PRESETS, Codec, CodecConfig, fit, load_pretrained
 from course_lib.data import voices
 from course_lib.metrics import multiscale_mel_distance, pesq_wb, si_sdr, stoi
 from course_lib.quantize import codebook_stats
-from course_lib.recipes.common import (DATA_SOURCES, best_time, card, eval_parser, export,
+from course_lib.recipes.common import (DATA_SOURCES, best_time, card, eval_parser, eval_plan, export,
                                        nonnegative_int, plan_run, positive_float, positive_int, train_parser)
 from course_lib.train import is_main_process
 
@@ -390,14 +390,9 @@ def eval_cli(argv: Sequence[str]) -> dict:
                    help="default: the card's ('none': no unseen FSDD speaker)")
     p.add_argument("--voices-eval-size", type=nonnegative_int, default=None, help="default: the card's, else 64")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    info, ev, seed = eval_plan(args, args.checkpoint)
     torch.set_flush_denormal(True)   # as in training (fit): subnormal activations slow CPU convolutions 10-100x
-    info = checkpoint.read_card(args.checkpoint)
-    ev = info.get("eval", {})
-    source = args.data or ev.get("data", "synthworld")
-    size = args.eval_size if args.eval_size is not None else ev.get("eval_size")
-    seed = args.seed if args.seed is not None else info.get("seed", 0)
+    source, size = ev.get("data", "synthworld"), ev.get("eval_size")
     heldout = getattr(args, "heldout_speaker", ev.get("heldout_speaker"))
     n_voices = args.voices_eval_size if args.voices_eval_size is not None else ev.get("voices_eval_size", 64)
     model = load_pretrained(args.checkpoint)

@@ -24,12 +24,12 @@ from typing import Any, NamedTuple
 import torch
 
 from course_lib import get_device, profile
-from course_lib.checkpoint import checkpoint_root, git_commit, save_pretrained
+from course_lib.checkpoint import checkpoint_root, git_commit, read_card, save_pretrained
 from course_lib.data import voices
 from course_lib.train import TrainResult
 
 __all__ = ["DataSource", "DATA_SOURCES", "positive_int", "nonnegative_int", "positive_float", "train_parser",
-           "eval_parser", "Run", "plan_run", "card", "export", "best_time", "EXIT_UNFINISHED"]
+           "eval_parser", "EvalPlan", "eval_plan", "Run", "plan_run", "card", "export", "best_time", "EXIT_UNFINISHED"]
 
 EXIT_UNFINISHED = 3   # a run stopped by its time budget or Ctrl-C: last.pt kept, nothing exported
 
@@ -106,6 +106,22 @@ def eval_parser(family: str, default_checkpoint: str, data: Sequence[str]) -> ar
     p.add_argument("--seed", type=nonnegative_int, default=None, help="default: the card's")
     p.add_argument("--threads", type=positive_int, default=None)
     return p
+
+
+class EvalPlan(NamedTuple):
+    card: dict                 # the checkpoint's card
+    eval: dict                 # its "eval" section, with --data and --eval-size laid over it
+    seed: int                  # --seed, else the card's
+
+
+def eval_plan(args: argparse.Namespace, card_folder: str | Path) -> EvalPlan:
+    """What every ``eval_cli`` does first: set ``--threads``, read the card, lay the flags over its eval settings."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = read_card(card_folder)
+    ev = {**info.get("eval", {}), **{k: v for k, v in (("data", args.data), ("eval_size", args.eval_size))
+                                       if v is not None}}
+    return EvalPlan(info, ev, args.seed if args.seed is not None else info.get("seed", 0))
 
 
 # ----------------------------------------------------------------------------- the run

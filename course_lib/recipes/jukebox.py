@@ -31,7 +31,7 @@ from course_lib.jukebox import (PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPrio
 from course_lib.metrics import multiscale_mel_distance
 from course_lib.quantize import codebook_stats
 from course_lib.audio import save
-from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
                                        positive_float, positive_int, train_parser)
 from course_lib.train import is_main_process
 
@@ -201,12 +201,9 @@ def eval_cli(argv: Sequence[str]) -> dict:
                    help="generated songs per style (default: the card's; 0: none)")
     p.add_argument("--seconds", type=positive_float, default=None, help="length of each generated song (the card's)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    info, ev, seed = eval_plan(args, f"{args.checkpoint}-priors")
     model = load_pretrained(args.checkpoint)
-    info = checkpoint.read_card(f"{args.checkpoint}-priors")
-    ev, seed = info.get("eval", {}), args.seed if args.seed is not None else info.get("seed", 0)
-    n_test = args.eval_size or ev.get("eval_size", 64)
+    n_test = ev.get("eval_size", 64)
     seconds = ev.get("seconds", SECONDS)
     test_audio, test_attrs, ds = load_songs("test", n_test, seconds, seed)
     train_audio, train_attrs, _ = load_songs("train", info.get("settings", {}).get("train_size") or 256, seconds, seed)

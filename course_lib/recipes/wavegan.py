@@ -25,7 +25,7 @@ from torch import Tensor
 from course_lib import checkpoint, gan_eval
 from course_lib import data as course_data
 from course_lib.audio import load, save
-from course_lib.recipes.common import (best_time, card, eval_parser, export, nonnegative_int, plan_run,
+from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
                                        positive_float, positive_int, train_parser)
 from course_lib.train import is_main_process
 from course_lib.wavegan import BATCH_SIZES, PRESETS, WaveGAN, WaveGANConfig, fit, load_pretrained
@@ -180,15 +180,12 @@ def train_cli(argv: Sequence[str]) -> int:
 def eval_cli(argv: Sequence[str]) -> dict:
     """``course-lib eval wavegan [--checkpoint NAME_OR_PATH]``: the card's metrics, recomputed."""
     args = eval_parser("wavegan", "wavegan-synthworld-drums", DATASETS).parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     folder = checkpoint.resolve(args.checkpoint)
+    info, ev, seed = eval_plan(args, folder)
     model = load_pretrained(folder)
     clf = gan_eval.load_classifier(folder / "classifier")
-    info = checkpoint.read_card(folder)
     source = args.data or info.get("data_name", "synthworld-drums")
-    size = args.eval_size or info.get("eval", {}).get("eval_size", 512)
-    seed = args.seed if args.seed is not None else info.get("seed", 0)
+    size = ev.get("eval_size", 512)
     train = load_clips(source, "train", info.get("train_clips"), model.config.slice_length, model.sample_rate, seed)
     metrics = evaluate_wavegan(model, clf, source, size, seed=seed, train_clips=train.audio)
     card_metrics = info.get("metrics", {})
