@@ -579,11 +579,12 @@ class AudioLM(nn.Module):
 
 
 def save_pretrained(model: AudioLM | tuple[SemanticStage, CoarseStage, FineStage], directory: str | Path,
-                    cards: dict[str, dict] | None = None) -> list[Path]:
+                    cards: dict[str, dict] | None = None, dtype: torch.dtype | None = None) -> list[Path]:
     """Three checkpoint folders ``DIR-semantic``, ``DIR-coarse``, ``DIR-fine``; each config names the
-    HuBERT and codec checkpoints the stages pair with. ``cards`` maps a stage name to its card."""
+    HuBERT and codec checkpoints the stages pair with. ``cards`` maps a stage name to its card; ``dtype``
+    (e.g. ``torch.float16``) stores the weights at that precision."""
     stages = (model.semantic, model.coarse, model.fine) if isinstance(model, AudioLM) else model
-    return [checkpoint.save_pretrained(s, s.config, f"{directory}-{k}", card=(cards or {}).get(k))
+    return [checkpoint.save_pretrained(s, s.config, f"{directory}-{k}", card=(cards or {}).get(k), dtype=dtype)
             for k, s in zip(STAGES, stages)]
 
 

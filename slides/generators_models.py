@@ -38,6 +38,8 @@ def _card_value(name: str, key: str):
 
 
 def _fmt(value: float, fmt: str) -> str:
+    if fmt == "text":
+        return str(value)
     if fmt == "pct":
         return f"{100 * float(value):.1f} %"
     if fmt == "int":
@@ -47,7 +49,7 @@ def _fmt(value: float, fmt: str) -> str:
 
 @number("card_metric")
 def num_card_metric(name: str, key: str, fmt: str = "2") -> str:
-    """A metric from a shipped checkpoint's card; ``fmt`` is ``pct``, ``int`` or a number of decimals."""
+    """A metric from a shipped checkpoint's card; ``fmt`` is ``pct``, ``int``, ``text`` or a number of decimals."""
     return _fmt(_card_value(name, key), fmt)
 
 

@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "slides"))
 import notebook_sync  # noqa: E402
 
 # Notebooks and decks this lint covers. 04 joins when its teaching pass is done.
-LINTED_NOTEBOOKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox", "06_clap",
-                    "07_audioldm"]
-LINTED_DECKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox", "06_clap",
-                "07_audioldm",
+LINTED_NOTEBOOKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox",
+                    "05_audiolm", "06_clap", "07_audioldm"]
+LINTED_DECKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox", "05_audiolm",
+                "06_clap", "07_audioldm",
                 "overview.en", "overview.de"]
 
 # Cited facts: figures from papers, standards and well-known systems, quoted in the prose. Keys are file stems;
@@ -64,6 +64,9 @@ CITED: dict[str, set[float]] = {
     # Jukebox (Dhariwal et al. 2020): songs at 44.1 kHz, a top prior context of 8,192 tokens, about 3 hours to
     # sample 20 s (section 6); the course's top level at 16 kHz / hop 128 = 125 tokens per second.
     "04_jukebox": {44.1, 8192, 20, 125},
+    # AudioLM (Borsos et al. 2023): Table III's 92.6 % and 3.2 %; codec frames every 20 ms (50 Hz), semantic tokens
+    # every 40 ms; w2v-BERT's 600 M parameters; HuBERT (Hsu et al. 2021): 13 MFCCs, spans of l = 10 frames.
+    "05_audiolm": {92.6, 3.2, 20, 40, 50, 600, 13},
     # AudioLDM (Liu et al. 2023): hop 160 at 16 kHz, betas 0.0015 -> 0.0195 over T = 1,000 steps; section 3.3.
     "07_audioldm": {160, 0.0015, 0.0195, 1000, 3.3},
 }

@@ -229,13 +229,13 @@ def train_cli(argv: Sequence[str]) -> int:
                        batch_size=args.batch_size, lr=lr, settings=run.settings, progress=not args.no_progress)
     if not is_main_process() or not result.finished:
         return export(run, result, config, {})
-    stage = result.model.cpu().eval()
+    stage = checkpoint.round_trip_(result.model.cpu().eval(), torch.float16)   # the card describes the fp16 file
     metrics = {name: stage_report(stage, tokens_of(c, hubert, codec, config.num_coarse), seed=args.seed)
                for name, c in sets.items()}
     if not trio:
         info = card(run, result, SOURCES[args.data], metrics, stage=args.stage, hubert=args.hubert,
                     codec=args.codec, training_clips=len(clips), eval=_eval_info(args))
-        return export(run, result, config, info)
+        return export(run, result, config, info, dtype=torch.float16)
     model = AudioLM(semantic, coarse, stage, hubert, codec)
     if args.speakers:
         metrics["speaker_test"] = _speaker_tests(model, args.speakers, args.prompts_per_speaker, args.seed)
@@ -244,7 +244,7 @@ def train_cli(argv: Sequence[str]) -> int:
                 semantic=args.semantic, coarse=args.coarse, training_clips=len(clips), eval=_eval_info(args))
     save_pretrained((semantic, coarse, stage), run.out, cards={"semantic": checkpoint.read_card(args.semantic),
                                                                "coarse": checkpoint.read_card(args.coarse),
-                                                               "fine": info})
+                                                               "fine": info}, dtype=torch.float16)
     print(f"saved {', '.join(f'{run.out}-{k}' for k in STAGES)}", file=sys.stderr)
     return 0
 
