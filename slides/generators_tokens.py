@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from course_lib import jukebox
+from course_lib.spectral import log_mel_spectrogram
 from course_lib.data.songs import STYLES, Songs
 from generators import SR, _fig, figure, number, sound
 
@@ -118,18 +119,25 @@ def snd_audiolm_levels(index: str = "0", levels: str = "1", seconds: str = "3") 
 
 @figure("audiolm_tokens")
 def fig_audiolm_tokens(index: str = "0", seconds: str = "2") -> Figure:
-    """One held-out sentence as semantic tokens (25 Hz, repeats in grey) above its coarse and fine codes (50 Hz)."""
+    """One held-out sentence: its spectrogram, its semantic tokens (25 Hz, repeats in grey) and its coarse and fine
+    codes (50 Hz, one row per RVQ level, coarse above the white line)."""
     model = _audiolm()
     wav = _sentence(int(index), float(seconds))
     tok = model.tokens(wav)
-    fig, axes = _fig(10, 3.6, rows=2)
+    fig, axes = _fig(10, 4.4, rows=3)
+    mel = log_mel_spectrogram(wav[0], SR, 1024, 160, 64, f_max=4000.0)[0]
+    axes[0].imshow(mel, aspect="auto", origin="lower", cmap="magma", extent=(0, float(seconds), 0, 4))
+    axes[0].set_ylabel("kHz")
+    axes[0].set_xticks([])
+    axes = axes[1:]
     s = tok.semantic[0]
     repeat = torch.cat([torch.tensor([False]), s[1:] == s[:-1]])
     t = (torch.arange(len(s)) + 0.5) / model.config.semantic_rate
     for x, v, r in zip(t.tolist(), s.tolist(), repeat.tolist()):
-        axes[0].text(x, 0.5, str(v), ha="center", va="center", fontsize=6, rotation=90,
+        axes[0].text(x, 0.5, str(v), ha="center", va="center", fontsize=7, rotation=90,
                      color="0.6" if r else "black")
     axes[0].set_xlim(0, float(seconds))
+    axes[0].set_xticks([])
     axes[0].set_yticks([])
     axes[0].set_ylabel("semantic\n25 Hz", rotation=0, ha="right", va="center")
     codes = torch.cat([tok.coarse, tok.fine], 1)[0]

@@ -16,25 +16,22 @@ measures the pipeline and writes ``OUT-semantic``, ``OUT-coarse``, ``OUT-fine`` 
 assets/checkpoints/audiolm-speech --force`` ships them); without them it exports OUT alone. The stages'
 configs record ``--hubert`` and ``--codec`` as given: name shipped checkpoints there.
 
-Rulers (chosen before training, none used in training):
+Rulers (chosen before training, none used in training; :mod:`course_lib.recipes.audiolm_rulers`):
 
-- HuBERT: linear probes on token histograms (:func:`probe_report`), *content* (which digit) tested on
-  speakers the probe never saw, *speaker* tested on digits it never saw, for the semantic tokens, a
-  k-means of MFCCs with the same vocabulary (the baseline) and the codec's coarse and fine codes, beside
-  chance; on espeak-ng digits of held-out voices and on FSDD when present.
-- each stage: held-out bits per token (:func:`stage_report`) beside the unigram baseline (the entropy of
-  the held-out tokens' own histogram) and the uniform one, on unseen and on seen speakers.
-- the pipeline (fine stage): a speaker classifier on mel statistics (:func:`speaker_ruler`), trained on
-  other real utterances of the prompts' speakers, names the speaker of each continuation with and
-  without the acoustic prompt, beside the real continuation (ceiling) and chance; seen and unseen
-  speakers separately (AudioLM Table III: 92.6% with, 3.2% without).
+- HuBERT: linear probes on token histograms, content and speaker, for the semantic tokens, an MFCC k-means
+  baseline and the codec's coarse and fine codes, on espeak-ng digits of held-out voices and on FSDD.
+- each stage: held-out bits per token beside the unigram and uniform baselines, unseen and seen speakers.
+- the pipeline (fine stage with ``--semantic``/``--coarse``): the speaker test (AudioLM Table III: 92.6% with
+  the acoustic prompt, 3.2% without), seen and unseen speakers apart; the intelligibility test (a digit
+  classifier trained on real digits of training voices, on held-out voices' digits resynthesised from their
+  semantic tokens in another voice, beside the real clips and the codec's reconstructions).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
