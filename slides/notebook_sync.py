@@ -148,6 +148,25 @@ def _scores(card: dict) -> tuple[str, str]:
                 f"held-out prompts: {_pct(m['test_accuracy'])} of generated clips in the prompt's class (guidance "
                 f"{m['guidance_scale']:g}); Fréchet distance {m['frechet_generated_vs_test']:.0f} (real "
                 f"{m['frechet_real_vs_test']:.0f}, noise {m['frechet_noise_vs_test']:.0f})")
+    if arch == "HuBERT":
+        p = m["probes"]["voices-digits-heldout"]
+        return ("HuBERT-style semantic tokenizer (AudioLM's semantic tokens): 25 Hz, "
+                f"{m['tokens']['voices-unseen']['clusters']} clusters",
+                f"linear probes on held-out voices' digits: content {_pct(p['semantic']['content_accuracy'])}, speaker "
+                f"{_pct(p['semantic']['speaker_accuracy'])} (MFCC k-means {_pct(p['mfcc_kmeans_baseline']['content_accuracy'])}"
+                f" / {_pct(p['mfcc_kmeans_baseline']['speaker_accuracy'])}; chance {_pct(p['chance']['content'])} / "
+                f"{_pct(p['chance']['speaker'])})")
+    if arch in ("SemanticStage", "CoarseStage", "FineStage"):
+        u, stage = m["voices-unseen"], arch[: -len("Stage")].lower()
+        scores = (f"held-out bits per token {u['bits_per_token']:.2f} (unigram {u['unigram_bits_per_token']:.2f}, "
+                  f"uniform {u['uniform_bits_per_token']:.2f}) on unseen voices")
+        if "speaker_test" in m:
+            t, h = m["speaker_test"]["unseen"], m["intelligibility"]
+            scores += (f"; the pipeline's speaker test on unseen voices: {_pct(t['with_acoustic_prompt'])} with the "
+                       f"acoustic prompt, {_pct(t['without_acoustic_prompt'])} without (chance {_pct(t['chance'])}); "
+                       f"digits resynthesised in another voice recognised {_pct(h['resynthesized'])} (codec "
+                       f"{_pct(h['codec'])}, chance {_pct(h['chance'])})")
+        return f"AudioLM's {stage} stage (a decoder-only transformer)", scores
     return arch, ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)))   # a family added later
 
 
@@ -164,7 +183,7 @@ def checkpoint_table() -> str:
         what, scores = _scores(card)
         minutes = card.get("wall_time_s", card.get("train_wall_time_s", 0)) / 60
         steps = f"{card['steps']:,} steps, " if isinstance(card.get("steps"), int) else ""
-        rows.append(f"| `{card.get('name', card_path.parent.name)}` | {what} | {scores} | `{_command(card)}` "
+        rows.append(f"| `{card_path.parent.name}` | {what} | {scores} | `{_command(card)}` "
                     f"({steps}{minutes:.0f} min on {card.get('device', 'CPU').upper()}) |")
     return "\n".join(rows) + "\n"
 

@@ -222,7 +222,7 @@ def test_the_acoustic_prompt_reaches_the_output(model):
     assert not torch.equal(a, b)
 
 
-def test_save_load_round_trip(model, tokenizers, tmp_path):
+def test_save_load_round_trip(model, tokenizers, tmp_path, monkeypatch):
     model.semantic.tokens_per_second.fill_(11.5)
     folders = A.save_pretrained(model, tmp_path / "lm")
     assert [f.name for f in folders] == ["lm-semantic", "lm-coarse", "lm-fine"]
@@ -232,7 +232,11 @@ def test_save_load_round_trip(model, tokenizers, tmp_path):
         assert torch.equal(x, y)
     g0, g1 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(model.generate(1, 0.3, generator=g0), loaded.generate(1, 0.3, generator=g1))
+    monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path / "nothing shipped"))
     with pytest.raises(CheckpointError, match="hubert-speech"):               # the tokenizer named in the config
+        A.load_pretrained(tmp_path / "lm")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="do not fit"):                      # the shipped ones are other tokenizers
         A.load_pretrained(tmp_path / "lm")
 
 
