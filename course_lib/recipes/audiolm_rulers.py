@@ -34,7 +34,7 @@ from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["SR", "DIGITS", "ENGLISH", "stage_report", "ProbeSet", "spoken_digits", "fsdd_digits", "LinearClassifier",
            "fit_linear", "linear_probe", "probe_report", "speaker_features", "SpeakerRuler", "speaker_ruler",
-           "speaker_test", "digit_features", "digit_ruler", "intelligibility_report"]
+           "speaker_test", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
 
 SR = 16_000
 ENGLISH = ("en-us", "en", "en-gb-scotland", "en-029")
@@ -188,13 +188,23 @@ def probe_report(probe: ProbeSet, hubert: hubert_lib.HuBERT, codec: codec_lib.Co
 
 
 # ----------------------------------------------------------------------------- the speaker test
+def _log_mel(clip: Tensor) -> Tensor:
+    """(F=40, L) log-mel, 0-4 kHz, 10 ms hop: the band every clip of this course's speech shares."""
+    return log_mel_spectrogram(clip.reshape(1, -1).float(), SR, 512, 160, 40, f_max=4000.0)[0]
+
+
+def _voiced(m: Tensor) -> Tensor:
+    """(F, L) log-mel -> (L,) bool: the frames within 40 dB of the loudest."""
+    level = m.mean(0)
+    return level >= level.max() - math.log(100.0)
+
+
 def speaker_features(clips: Sequence[Tensor]) -> Tensor:
     """(N, 80): mean and std of 40 log-mel bands (0-4 kHz, 10 ms hop) over the frames within 40 dB of the loudest."""
     rows = []
     for c in clips:
-        m = log_mel_spectrogram(c.reshape(1, -1).float(), SR, 512, 160, 40, f_max=4000.0)[0]     # (F, L)
-        level = m.mean(0)
-        keep = m[:, level >= level.max() - math.log(100.0)]                                      # 40 dB
+        m = _log_mel(c)                                                                          # (F, L)
+        keep = m[:, _voiced(m)]
         rows.append(torch.cat([keep.mean(1), keep.std(1) if keep.shape[1] > 1 else torch.zeros(40)]))
     return torch.stack(rows)
 
@@ -257,18 +267,13 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
 
 
 # ----------------------------------------------------------------------------- intelligibility
-def _log_mel(clip: Tensor) -> Tensor:
-    """(F=40, L) log-mel, 0-4 kHz, 10 ms hop: the band every clip of this course's speech shares."""
-    return log_mel_spectrogram(clip.reshape(1, -1).float(), SR, 512, 160, 40, f_max=4000.0)[0]
-
-
 def digit_features(clips: Sequence[Tensor], frames: int = 24) -> Tensor:
     """(N, 40 * frames): each clip's log-mel over its voiced span (frames within 40 dB of the loudest),
     its mean removed (level), stretched to ``frames`` frames (speaking rate)."""
     rows = []
     for c in clips:
         m = _log_mel(c)
-        on = (m.mean(0) >= m.mean(0).max() - math.log(100.0)).nonzero()[:, 0]
+        on = _voiced(m).nonzero()[:, 0]
         m = m[:, int(on[0]):int(on[-1]) + 1]
         m = F.interpolate((m - m.mean())[None], size=frames, mode="linear", align_corners=True)[0]
         rows.append(m.flatten())
