@@ -99,3 +99,22 @@ def test_voices_mix_card_records_every_source_with_its_license(tmp_path, monkeyp
         for q, row in report["codec"].items():
             assert ours["codec"][q]["pesq_wb"] == pytest.approx(row["pesq_wb"], abs=1e-4), (name, q)
             assert ours["codec"][q]["mel_distance"] == pytest.approx(row["mel_distance"], abs=1e-5), (name, q)
+
+
+def test_warm_start_copies_all_weights_or_only_a_matching_encoder(tmp_path) -> None:
+    from course_lib import checkpoint
+    from course_lib.codec import Codec, CodecConfig
+
+    torch.manual_seed(0)
+    small = Codec(CodecConfig.preset("tiny"))
+    checkpoint.save_pretrained(small, small.config, tmp_path / "tiny", card={"name": "tiny"})
+    same = Codec(CodecConfig.preset("tiny"))
+    assert recipe._warm_start(same, str(tmp_path / "tiny")) == "all"
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), small.state_dict().values()))
+    istft = Codec(CodecConfig.preset("tiny-istft"))            # same encoder, another decoder and quantizer
+    before = [p.clone() for p in istft.decoder.parameters()]
+    assert recipe._warm_start(istft, str(tmp_path / "tiny")) == "encoder"
+    assert all(torch.equal(a, b) for a, b in zip(istft.encoder.state_dict().values(), small.encoder.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(istft.decoder.parameters(), before))      # decoder untouched
+    with pytest.raises(SystemExit, match="neither its configuration nor its encoder"):
+        recipe._warm_start(Codec(CodecConfig.preset("small")), str(tmp_path / "tiny"))

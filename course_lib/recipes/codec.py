@@ -307,7 +307,8 @@ def _train_parser():
                    help="restart codes used less than this fraction of their fair share (default: the preset's)")
     p.add_argument("--adversarial", action="store_true", help="add the MS-STFT discriminator (7x slower on CPU)")
     p.add_argument("--init-from", default=None,
-                   help="start from this checkpoint's weights (same configuration), e.g. codec-speech")
+                   help="start from this checkpoint's weights, e.g. codec-speech: all of them for the same "
+                        "configuration, else its encoder when that has the same shape")
     p.add_argument("--heldout-speaker", type=_speaker, default=DEFAULT_HELDOUT,
                    help="FSDD speaker left out of training and reported as unseen; 'none' trains on all "
                         "(default: %(default)s)")
@@ -343,12 +344,8 @@ def train_cli(argv: Sequence[str]) -> int:
     # The report's clips before training: a missing speaker or synthesizer fails now, not after hours.
     sets = evaluation_sets(args.data, cfg.sample_rate, heldout, args.eval_size,
                            args.voices_eval_size if speech else 0, args.seed)
-    if args.init_from:                                             # warm start: see the codec-synthworld card
-        start = load_pretrained(args.init_from)
-        if start.config != cfg:
-            raise SystemExit(f"--init-from {args.init_from} has another configuration than preset {run.preset!r}; "
-                             f"pick a checkpoint of that preset or drop --init-from.")
-        model.load_state_dict(start.state_dict())
+    init_parts = _warm_start(model, args.init_from) if args.init_from else None
+    if args.init_from:
         sources += [d for d in _card_sources(args.init_from) if d not in sources]
     result = fit(model.to(run.device), train.clips, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
@@ -362,13 +359,32 @@ def train_cli(argv: Sequence[str]) -> int:
     model = result.model.cpu()
     checkpoint.round_trip_(model, torch.float16)                   # the card describes the fp16 file we ship
     metrics = _report_all(model, sets)
-    info = card(run, result, sources, metrics, init_from=args.init_from, stored_dtype="float16",
+    info = card(run, result, sources, metrics, init_from=args.init_from, init_from_parts=init_parts,
+                stored_dtype="float16",
                 training_clips=len(train.clips), heldout_speaker=heldout,
                 eval={"data": args.data, "heldout_speaker": heldout, "eval_size": args.eval_size,
                       "voices_eval_size": args.voices_eval_size if speech else 0, "rulers": RULERS,
                       "sets": {s.name: {"description": s.description, "clips": len(s.clips)} for s in sets}})
     print(_summary(metrics, cfg.num_quantizers), file=sys.stderr)
     return export(run, result, cfg, info, dtype=torch.float16)
+
+
+def _warm_start(model: Codec, name: str) -> str:
+    """Copy ``name``'s weights into ``model``: all of them (same configuration), else its encoder (same shape).
+
+    The second case starts a new decoder and quantizer (e.g. the ``speech`` preset) on an encoder that has
+    already learned speech (the ``small`` preset's); returns which part was copied, for the card.
+    """
+    start = load_pretrained(name)
+    if start.config == model.config:
+        model.load_state_dict(start.state_dict())
+        return "all"
+    theirs, ours = start.encoder.state_dict(), model.encoder.state_dict()
+    if {k: v.shape for k, v in theirs.items()} != {k: v.shape for k, v in ours.items()}:
+        raise SystemExit(f"--init-from {name}: neither its configuration nor its encoder's shape matches this preset's; "
+                         f"pick a checkpoint of the same preset (or encoder) or drop --init-from.")
+    model.encoder.load_state_dict(theirs)
+    return "encoder"
 
 
 def _card_sources(name: str) -> list[str]:
