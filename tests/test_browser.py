@@ -245,6 +245,14 @@ return {status: w.sessionContext.session.kernel.status, cells: out};
 """
 
 
+_WIDGET_AUDIO_STATE = (  # readiness of every <audio> in the notebook's widgets, polled for up to 20 s
+    "const done = arguments[arguments.length - 1]; const t0 = Date.now();"
+    "const a = Array.from(document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio'));"
+    "(function poll() { const st = a.map(x => ({ready: x.readyState, dur: x.duration, err: x.error && x.error.code}));"
+    " if (st.every(s => s.err || (s.ready >= 1 && s.dur > 0)) || Date.now() - t0 > 20000) done(st);"
+    " else setTimeout(poll, 200); })();")
+
+
 def test_notebook_runs_in_jupyterlab_and_its_player_loads(driver, lab):
     url, name, log = lab
     driver.get(f"{url}/lab/tree/{name}")
@@ -265,14 +273,54 @@ def test_notebook_runs_in_jupyterlab_and_its_player_loads(driver, lab):
                            " return a.length ? a.length : null;", 30, "a rendered listening widget with an <audio>")
     first = driver.find_elements("css selector", ".jp-OutputArea-output .jupyter-widgets audio")[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", first)
-    state = driver.execute_async_script(
-        "const done = arguments[arguments.length - 1]; const t0 = Date.now();"
-        "const a = Array.from(document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio'));"
-        "(function poll() { const st = a.map(x => ({ready: x.readyState, dur: x.duration, err: x.error && x.error.code}));"
-        " if (st.every(s => s.err || (s.ready >= 1 && s.dur > 0)) || Date.now() - t0 > 20000) done(st);"
-        " else setTimeout(poll, 200); })();")
+    state = driver.execute_async_script(_WIDGET_AUDIO_STATE)
     assert len(state) == audios
     bad = [s for s in state if s["err"] or s["ready"] < 1 or not s["dur"] > 0]
     assert not bad, f"players in {name} that did not load: {bad}"
     SHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SHOTS / "jupyterlab-widget.png"))
+
+
+_MUSHRA_NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "m1", "metadata": {}, "outputs": [], "source": [
+        "import torch\n", "from course_lib.listening_test import mushra\n",
+        "t = torch.arange(8000) / 16000\n",
+        "ref = 0.5 * torch.sin(2 * torch.pi * 440 * t)[None]\n",
+        "mushra(ref, {'quiet': 0.3 * ref, 'noisy': ref + 0.05 * torch.randn_like(ref)}, 16000, trial='browser',\n",
+        "       path='mushra_scores.json', seed=1)\n"]}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_mushra_widget_plays_moves_and_saves_in_jupyterlab(driver, lab):
+    """Notebook 08's listening test in a real browser: players load, a slider moves by keyboard, the button saves."""
+    url, _, log = lab
+    root = log.parent
+    (root / "mushra.ipynb").write_text(json.dumps(_MUSHRA_NOTEBOOK))
+    driver.get(f"{url}/lab/tree/mushra.ipynb")
+    _wait(driver, _CELLS.replace("return {status", "if (w.sessionContext.session.kernel.status !== 'idle') return null;"
+                                                  " return {status"), 90, "the notebook and an idle kernel")
+    driver.execute_script("jupyterapp.commands.execute('notebook:run-all-cells');")
+    audios = _wait(driver, "const a = document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio');"
+                           " return a.length >= 5 ? a.length : null;", 120, "the MUSHRA widget's five players")
+    assert audios == 5                                    # open reference + 2 systems + hidden reference + anchor
+    state = driver.execute_async_script(_WIDGET_AUDIO_STATE)
+    assert all(not s["err"] and s["ready"] >= 1 and 0.4 < s["dur"] < 0.6 for s in state), state   # 0.5 s clips
+    handle = _wait(driver, "return document.querySelector('.jp-OutputArea-output .widget-slider .noUi-handle');",
+                   30, "a slider handle")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", handle)
+    from selenium.webdriver.common.keys import Keys
+    for _ in range(5):
+        handle.send_keys(Keys.ARROW_RIGHT)               # 50 -> 55, as a listener would move it
+    button = driver.find_element("xpath", "//button[contains(., 'Save my scores')]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    saved = root / "mushra_scores.json"
+    t0 = time.monotonic()
+    while not saved.exists() and time.monotonic() - t0 < 30:
+        time.sleep(0.25)
+    assert saved.exists(), f"pressing 'Save my scores' wrote nothing:\n{log.read_text()[-2000:]}"
+    scores = json.loads(saved.read_text())["trials"]["browser"]
+    assert sorted(scores) == sorted(["quiet", "noisy", "hidden reference", "anchor (3.5 kHz low-pass)"])
+    assert sorted(scores.values()) == [50, 50, 50, 55], scores   # the first slider moved, the others did not
+    driver.save_screenshot(str(SHOTS / "jupyterlab-mushra.png"))
