@@ -521,3 +521,4 @@ def num_ar_steps(seconds: str = "60", rate: str = "44100") -> str:
 import generators_models  # noqa: E402,F401
 import generators_tokens  # noqa: E402,F401
 import generators_diffusion  # noqa: E402,F401
+import generators_future  # noqa: E402,F401

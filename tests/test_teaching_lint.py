@@ -32,9 +32,9 @@ import notebook_sync  # noqa: E402
 
 # Notebooks and decks this lint covers. 04 joins when its teaching pass is done.
 LINTED_NOTEBOOKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox",
-                    "05_audiolm", "06_clap", "07_audioldm"]
+                    "05_audiolm", "06_clap", "07_audioldm", "08_evaluation_and_future"]
 LINTED_DECKS = ["00_audio_as_data", "01_1d_convolutions", "02_wavegan", "03_neural_codec", "04_jukebox", "05_audiolm",
-                "06_clap", "07_audioldm",
+                "06_clap", "07_audioldm", "08_evaluation_and_future",
                 "overview.en", "overview.de"]
 
 # Cited facts: figures from papers, standards and well-known systems, quoted in the prose. Keys are file stems;
@@ -69,6 +69,9 @@ CITED: dict[str, set[float]] = {
     "05_audiolm": {92.6, 3.2, 20, 40, 50, 600, 13},
     # AudioLDM (Liu et al. 2023): hop 160 at 16 kHz, betas 0.0015 -> 0.0195 over T = 1,000 steps; section 3.3.
     "07_audioldm": {160, 0.0015, 0.0195, 1000, 3.3},
+    # MUSHRA (ITU-R BS.1534-3): the low anchor is the reference low-passed at 3.5 kHz, scores run 0..100;
+    # SoundStream's frames every 20 ms (50 Hz); AudioLDM's 50 DDIM steps of the deck's measurement.
+    "08_evaluation_and_future": {3.5, 100, 20, 50},
 }
 
 
