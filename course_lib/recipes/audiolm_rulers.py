@@ -238,7 +238,8 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     ``n_speakers`` espeak-ng speakers of the ``which`` roster ("train": seen in training, "heldout": never);
     the ruler learns them from ``ruler_utterances`` "val" utterances each; the prompts are the first half
     of the coarse window of "test" utterances, continued by the other half, with and without the acoustic
-    prompt; the real rest of each utterance is the ceiling.
+    prompt; the real rest of each utterance is the ceiling, and the same rest coded and decoded by the model's
+    codec is the ceiling its acoustic tokens allow.
     """
     names = _roster(which, n_speakers)
     r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
@@ -249,11 +250,15 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     clips, ids = codec_recipe.voices_clips("test", names, prompts_per_speaker * len(names), SR, seed)
     truth = torch.tensor([ruler.speakers.index(i.rsplit(":", 1)[1]) for i in ids])
     g = torch.Generator().manual_seed(seed)
-    got: dict[str, list[Tensor]] = {"real_continuation": [], "with_acoustic_prompt": [], "without_acoustic_prompt": []}
+    got: dict[str, list[Tensor]] = {"real_continuation": [], "real_continuation_through_codec": [],
+                                    "with_acoustic_prompt": [], "without_acoustic_prompt": []}
     for c in clips:
         c = F.pad(c, (0, max(0, p_len + new_len - c.shape[-1])))
         prompt = c[None, :, :p_len]
         got["real_continuation"].append(c[:, p_len:p_len + new_len])
+        with torch.no_grad():
+            coded = model.codec.decode(model.codec.encode(c[None, :, :p_len + new_len]))
+        got["real_continuation_through_codec"].append(coded[0, :, p_len:p_len + new_len])
         for key, acoustic in (("with_acoustic_prompt", True), ("without_acoustic_prompt", False)):
             wav = model.continue_(prompt, (p_len + new_len) / SR, g, acoustic_prompt=acoustic)
             got[key].append(wav[0, :, p_len:])
