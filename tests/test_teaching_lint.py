@@ -72,6 +72,10 @@ CITED: dict[str, set[float]] = {
     # MUSHRA (ITU-R BS.1534-3): the low anchor is the reference low-passed at 3.5 kHz, scores run 0..100;
     # SoundStream's frames every 20 ms (50 Hz); AudioLDM's 50 DDIM steps of the deck's measurement.
     "08_evaluation_and_future": {3.5, 100, 20, 50},
+    # The README: Python 3.11, torch 2.14.1 with torchaudio 2.11.0 (the 2.13.0+cpu wheel breaks torchaudio); the
+    # design's 15-minute CI budget; Jukebox's hop lengths 8, 32, 128; licenses CC BY(-SA) 4.0; FSDD's DOI prefix
+    # 10.5281 and the arXiv identifiers of Jukebox (2005.00341), AudioLM (2209.03143) and guidance (2207.12598).
+    "README": {3.11, 2.14, 2.11, 2.13, 15, 32, 128, 4.0, 10.5281, 2005.00341, 2209.03143, 2207.12598},
 }
 
 
@@ -288,6 +292,18 @@ def test_student_text_has_no_developer_voice(stem):
             text = "\n".join(re.findall(r"#.*|\"[^\"\n]*\"|'[^'\n]*'", text))
         hits = re.findall(r"\b(?:the issue|this issue|issue #?\d+|sessions?)\b", text, re.IGNORECASE)
         assert not hits, f"{stem} cell {i}: developer voice {hits}"
+
+
+def lint_readme(text: str) -> list[str]:
+    """Numbers in the README's prose outside the generated checkpoint table (which comes from the cards)."""
+    prose = notebook_sync._TABLE_RE.sub("", text)
+    return lint_prose(prose, _units(CITED["*"] | CITED["README"]))
+
+
+def test_readme_prose_numbers_are_cited():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert lint_readme(text) == [], "numbers typed into the README: read them from a card, or cite them in CITED"
+    assert lint_readme(text + "\nThe codec scores 2.43 dB.\n") == ["2.43"]       # a typed result is caught
 
 
 def test_readme_checkpoint_table_comes_from_the_cards():
