@@ -42,9 +42,10 @@ from torch import Tensor, nn
 from course_lib import checkpoint
 from course_lib.audio import check_audio, resample
 from course_lib.metrics import multiscale_mel_distance, si_sdr
-from course_lib.nn import MultiScaleSTFTDiscriminator, PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
+from course_lib.nn import (ConvNeXtBlock, ISTFTDecoder, MultiScaleSTFTDiscriminator, PaddedConv1d, PaddedConvTranspose1d,
+                           ResidualUnit)
 from course_lib.quantize import ResidualVectorQuantizer, bits_per_second, codebook_stats
-from course_lib.spectral import MultiResolutionSTFTLoss, istft, mel_spectrogram, stft
+from course_lib.spectral import MultiResolutionSTFTLoss, complex_stft_loss, mel_spectrogram
 from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distribute, init_distributed, optimizer_step,
                               rank_generator, unwrap)
 
@@ -168,63 +169,6 @@ def _decoder(cfg: CodecConfig) -> nn.Module:
         layers += [_unit(c, d, cfg) for d in cfg.dilations]
     layers += [_act(cfg), PaddedConv1d(c, 1, cfg.kernel_size, causal=cfg.causal)]
     return nn.Sequential(*layers)
-
-
-# ----------------------------------------------------------------------------- Vocos-style decoder
-class ConvNeXtBlock(nn.Module):
-    """ConvNeXt block (Liu et al. 2022) in 1D, as Vocos uses it: depthwise conv (k=7), LayerNorm,
-    pointwise MLP with GELU, layer scale, skip. Shapes: ``(B, C, L) -> (B, C, L)``."""
-
-    def __init__(self, dim: int, intermediate: int, layer_scale: float) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.pwconv1, self.pwconv2 = nn.Linear(dim, intermediate), nn.Linear(intermediate, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm(self.dwconv(x).transpose(1, 2))                # (B, L, C)
-        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
-        return x + h.transpose(1, 2)                                 # (B, C, L)
-
-
-class ISTFTDecoder(nn.Module):
-    """Vocos (Siuzdak 2023, "Closing the gap between time-domain and Fourier-based neural vocoders",
-    arXiv:2306.00814): latents -> STFT frames -> samples by ``istft``. Shapes: ``(B, D, L) -> (B, 1, L * hop)``.
-
-    Instead of building every sample with transposed convs, Vocos stays at the frame rate: an
-    embedding (a conv, or a transposed conv giving ``upsample`` STFT frames per latent frame),
-    ConvNeXt blocks and a linear head give each frame ``n_fft / 2 + 1`` log-magnitudes ``m`` and
-    phases ``p``; ``S = exp(m) (cos p + i sin p)`` (cos and sin wrap the angle: no unwrapping) is
-    overlap-added with a Hann window of ``n_fft = 4 * hop`` (75% overlap), hop = ``hop_length / upsample``.
-    ``dim``, ``layers``: ConvNeXt width and depth (its MLP is ``3 * dim`` wide, as in Vocos).
-    """
-
-    def __init__(self, latent_dim: int, hop_length: int, dim: int = 128, layers: int = 8, upsample: int = 1) -> None:
-        super().__init__()
-        self.hop = hop_length // upsample
-        self.n_fft = 4 * self.hop
-        self.embed = (PaddedConv1d(latent_dim, dim, 7) if upsample == 1 else
-                      PaddedConvTranspose1d(latent_dim, dim, upsample))
-        self.norm = nn.LayerNorm(dim)
-        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, 3 * dim, 1.0 / layers) for _ in range(layers)))
-        self.final_norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, self.n_fft + 2)                  # log-magnitude and phase of n_fft/2 + 1 bins
-
-    def spectrum(self, z_q: Tensor) -> Tensor:
-        """Latents (B, D, L) -> complex STFT frames (B, n_fft / 2 + 1, L * upsample)."""
-        x = self.embed(z_q)                                          # (B, dim, L')
-        x = self.blocks(self.norm(x.transpose(1, 2)).transpose(1, 2))
-        h = self.head(self.final_norm(x.transpose(1, 2))).float()   # (B, L', n_fft + 2); the FFT stays in float32
-        log_mag, phase = h.transpose(1, 2).chunk(2, dim=1)          # (B, F, L') each
-        mag = log_mag.clamp(max=math.log(100.0)).exp()              # Vocos clips |S| at 1e2: no overflow early on
-        return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-
-    def forward(self, z_q: Tensor) -> Tensor:
-        spec = self.spectrum(z_q)                                    # (B, F, L')
-        with torch.autocast(z_q.device.type, enabled=False):
-            wav = istft(spec, self.n_fft, self.hop, length=spec.shape[-1] * self.hop)   # (B, T), frame l at l * hop
-        return wav[:, None].to(z_q.dtype)                            # (B, 1, T)
 
 
 # ----------------------------------------------------------------------------- model
@@ -366,26 +310,6 @@ def mel_loss(est: Tensor, ref: Tensor, sample_rate: int = 16_000, scales: tuple[
         m_r = (mel_spectrogram(ref, **kw) + 1e-5).log10()
         total = total + 10 * (m_e - m_r).abs().mean()
     return total / len(scales)
-
-
-def complex_stft_loss(est: Tensor, ref: Tensor, n_ffts: tuple[int, ...] = (256, 512, 1024), c: float = 0.3,
-                      alpha: float = 0.3) -> Tensor:
-    """Compressed complex spectral loss (Braun & Tashev 2021, "A consolidated view of loss functions for
-    supervised deep learning-based speech enhancement", arXiv:2009.12286), averaged over STFT sizes (hop n/4).
-
-    With ``S^c = |S|^c e^{i angle S}`` (magnitudes compressed by ``c``, phase kept):
-    ``alpha * mean|S_est^c - S_ref^c|^2 + (1 - alpha) * mean(|S_est|^c - |S_ref|^c)^2``, with the
-    paper's ``c = alpha = 0.3``. The complex term constrains phase, which mel and log-magnitude
-    losses cannot see; the compression keeps quiet bins from vanishing under loud ones.
-    """
-    total = est.new_zeros((), dtype=torch.float32)
-    for n_fft in n_ffts:
-        s_e, s_r = stft(est.float(), n_fft, n_fft // 4), stft(ref.float(), n_fft, n_fft // 4)
-        p_e, p_r = s_e.abs().square() + 1e-6, s_r.abs().square() + 1e-6   # smooth floor: finite gradients at 0
-        m_e, m_r = p_e ** (c / 2), p_r ** (c / 2)                          # |S|^c
-        complex_term = (s_e * (m_e / p_e.sqrt()) - s_r * (m_r / p_r.sqrt())).abs().square().mean()
-        total = total + alpha * complex_term + (1 - alpha) * (m_e - m_r).square().mean()
-    return total / len(n_ffts)
 
 
 _STFT_LOSS = MultiResolutionSTFTLoss()

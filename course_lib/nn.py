@@ -12,6 +12,8 @@ and by notebook 01, which measures each claim:
 - :class:`ResidualUnit`: the dilated residual unit of SEANet / SoundStream / EnCodec (activation=).
 - :class:`MultiScaleSTFTDiscriminator`: EnCodec's adversary over complex STFTs.
 - :class:`ResBlock2d` (with FiLM), :class:`SelfAttention2d` and 2-D up/downsampling: AudioLDM's mel VAE and UNet.
+- :class:`ConvNeXtBlock`, :class:`ISTFTDecoder`: Vocos' frame-rate decoder (the codec's ``speech`` preset, the
+  ``istft`` vocoder).
 
 Shapes follow the package legend: B batch, C channels, T samples.
 """
@@ -24,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.spectral import istft
+
 __all__ = ["CausalConv1d", "same_padding", "conv_output_length", "receptive_field",
            "measured_receptive_field", "PaddedConv1d", "PaddedConvTranspose1d", "ResidualUnit",
            "STFTDiscriminator", "MultiScaleSTFTDiscriminator", "group_norm", "downsample2d", "upsample2d",
-           "pad_to_multiple", "ResBlock2d", "SelfAttention2d"]
+           "pad_to_multiple", "ResBlock2d", "SelfAttention2d", "ConvNeXtBlock", "ISTFTDecoder"]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -342,3 +346,60 @@ class SelfAttention2d(nn.Module):
         q, k, v = qkv.transpose(-1, -2).unbind(1)                               # (B, nh, HW, hs) each
         y = F.scaled_dot_product_attention(q, k, v)                             # (B, nh, HW, hs)
         return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
+# ----------------------------------------------------------------------------- Vocos: frames, not samples
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block (Liu et al. 2022) in 1D, as Vocos uses it: depthwise conv (k=7), LayerNorm,
+    pointwise MLP with GELU, layer scale, skip. Shapes: ``(B, C, L) -> (B, C, L)``."""
+
+    def __init__(self, dim: int, intermediate: int, layer_scale: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1, self.pwconv2 = nn.Linear(dim, intermediate), nn.Linear(intermediate, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.dwconv(x).transpose(1, 2))                # (B, L, C)
+        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
+        return x + h.transpose(1, 2)                                 # (B, C, L)
+
+
+class ISTFTDecoder(nn.Module):
+    """Vocos (Siuzdak 2023, "Closing the gap between time-domain and Fourier-based neural vocoders",
+    arXiv:2306.00814): latents -> STFT frames -> samples by ``istft``. Shapes: ``(B, D, L) -> (B, 1, L * hop)``.
+
+    Instead of building every sample with transposed convs, Vocos stays at the frame rate: an
+    embedding (a conv, or a transposed conv giving ``upsample`` STFT frames per latent frame),
+    ConvNeXt blocks and a linear head give each frame ``n_fft / 2 + 1`` log-magnitudes ``m`` and
+    phases ``p``; ``S = exp(m) (cos p + i sin p)`` (cos and sin wrap the angle: no unwrapping) is
+    overlap-added with a Hann window of ``n_fft = 4 * hop`` (75% overlap), hop = ``hop_length / upsample``.
+    ``dim``, ``layers``: ConvNeXt width and depth (its MLP is ``3 * dim`` wide, as in Vocos).
+    """
+
+    def __init__(self, latent_dim: int, hop_length: int, dim: int = 128, layers: int = 8, upsample: int = 1) -> None:
+        super().__init__()
+        self.hop = hop_length // upsample
+        self.n_fft = 4 * self.hop
+        self.embed = (PaddedConv1d(latent_dim, dim, 7) if upsample == 1 else
+                      PaddedConvTranspose1d(latent_dim, dim, upsample))
+        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, 3 * dim, 1.0 / layers) for _ in range(layers)))
+        self.final_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, self.n_fft + 2)                  # log-magnitude and phase of n_fft/2 + 1 bins
+
+    def spectrum(self, z_q: Tensor) -> Tensor:
+        """Latents (B, D, L) -> complex STFT frames (B, n_fft / 2 + 1, L * upsample)."""
+        x = self.embed(z_q)                                          # (B, dim, L')
+        x = self.blocks(self.norm(x.transpose(1, 2)).transpose(1, 2))
+        h = self.head(self.final_norm(x.transpose(1, 2))).float()   # (B, L', n_fft + 2); the FFT stays in float32
+        log_mag, phase = h.transpose(1, 2).chunk(2, dim=1)          # (B, F, L') each
+        mag = log_mag.clamp(max=math.log(100.0)).exp()              # Vocos clips |S| at 1e2: no overflow early on
+        return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+
+    def forward(self, z_q: Tensor) -> Tensor:
+        spec = self.spectrum(z_q)                                    # (B, F, L')
+        with torch.autocast(z_q.device.type, enabled=False):
+            wav = istft(spec, self.n_fft, self.hop, length=spec.shape[-1] * self.hop)   # (B, T), frame l at l * hop
+        return wav[:, None].to(z_q.dtype)                            # (B, 1, T)

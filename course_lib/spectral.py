@@ -32,7 +32,7 @@ from course_lib.audio import AudioError
 
 __all__ = ["stft", "istft", "magnitude_spectrogram", "mel_filterbank", "MelSpectrogram", "mel_spectrogram",
            "log_mel_spectrogram", "amplitude_to_db", "griffin_lim", "mel_to_audio", "spectral_convergence",
-           "MultiResolutionSTFTLoss"]
+           "MultiResolutionSTFTLoss", "complex_stft_loss"]
 
 
 def _window(win_length: int, like: Tensor) -> Tensor:
@@ -314,3 +314,23 @@ class MultiResolutionSTFTLoss(nn.Module):
             l_mag = (torch.log(s_ref) - torch.log(s_est)).abs().mean()
             total = total + l_sc + l_mag
         return total / len(self.resolutions)
+
+
+def complex_stft_loss(est: Tensor, ref: Tensor, n_ffts: tuple[int, ...] = (256, 512, 1024), c: float = 0.3,
+                      alpha: float = 0.3) -> Tensor:
+    """Compressed complex spectral loss (Braun & Tashev 2021, "A consolidated view of loss functions for
+    supervised deep learning-based speech enhancement", arXiv:2009.12286), averaged over STFT sizes (hop n/4).
+
+    With ``S^c = |S|^c e^{i angle S}`` (magnitudes compressed by ``c``, phase kept):
+    ``alpha * mean|S_est^c - S_ref^c|^2 + (1 - alpha) * mean(|S_est|^c - |S_ref|^c)^2``, with the
+    paper's ``c = alpha = 0.3``. The complex term constrains phase, which mel and log-magnitude
+    losses cannot see; the compression keeps quiet bins from vanishing under loud ones.
+    """
+    total = est.new_zeros((), dtype=torch.float32)
+    for n_fft in n_ffts:
+        s_e, s_r = stft(est.float(), n_fft, n_fft // 4), stft(ref.float(), n_fft, n_fft // 4)
+        p_e, p_r = s_e.abs().square() + 1e-6, s_r.abs().square() + 1e-6   # smooth floor: finite gradients at 0
+        m_e, m_r = p_e ** (c / 2), p_r ** (c / 2)                          # |S|^c
+        complex_term = (s_e * (m_e / p_e.sqrt()) - s_r * (m_r / p_r.sqrt())).abs().square().mean()
+        total = total + alpha * complex_term + (1 - alpha) * (m_e - m_r).square().mean()
+    return total / len(n_ffts)

@@ -14,6 +14,7 @@ from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, DiagonalGaus
                                  load_pretrained, measure_scale, save_pretrained, timestep_embedding)
 from course_lib.clap import Clap, ClapConfig
 from course_lib.recipes import audioldm as recipe
+from course_lib.vocoder import load_pretrained as load_vocoder
 from course_lib.vocoder import (MEL_MEAN, MEL_STD, LogMel, Vocoder, VocoderConfig, VocoderDiscriminator, fit_vocoder,
                                 griffin_lim)
 
@@ -85,6 +86,25 @@ def test_vocoder_output_is_frames_times_hop(frames):
         assert griffin_lim(mel, n_iter=2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, frames * 160)
     with pytest.raises(ValueError, match="64"):
         voc(torch.randn(2, 1, 80, frames))
+
+
+@pytest.mark.parametrize("frames", [1, 7, 100])
+def test_istft_vocoder_output_is_frames_times_hop(frames):
+    voc = Vocoder(VocoderConfig.preset("tiny-istft")).eval()
+    assert voc.istft.hop == 160 and voc.istft.n_fft == 640                      # one STFT frame per mel frame
+    assert voc(torch.randn(2, 1, 64, frames)).shape == (2, 1, frames * 160)
+    with pytest.raises(ValueError, match="generator"):
+        VocoderConfig(generator="wavenet")
+
+
+def test_istft_vocoder_learns_phase_from_the_complex_loss():
+    clips = _tones(2, 0.2)
+    voc = Vocoder(VocoderConfig.preset("tiny-istft"))
+    result = fit_vocoder(voc, clips, steps=60, batch_size=2, crop_s=0.1, lr=2e-3, adversarial=False,
+                         generator=torch.Generator().manual_seed(0), progress=False, log_every=1)
+    total, mel = result.history.values("total"), result.history.values("mel")
+    assert sum(total[-5:]) / 5 < 0.5 * sum(total[:5]) / 5, total               # the complex term is in the total
+    assert sum(mel[-5:]) / 5 < 0.7 * sum(mel[:5]) / 5, mel
 
 
 def test_vocoder_sizes_fit_a_cpu():
@@ -328,6 +348,10 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
             "--threads", "1"]
     assert recipe.train_cli(["--stage", "vae", *base]) == 0
     assert recipe.train_cli(["--stage", "vocoder", *base]) == 0
+    assert recipe.train_cli(["--stage", "vocoder", *base, "--vocoder-preset", "tiny-istft", "--run-dir", "runs/v2"]) == 0
+    istft_card = checkpoint.read_card("runs/v2/checkpoint")
+    assert istft_card["settings"]["vocoder_preset"] == "tiny-istft" and istft_card["adversarial_start"] == 2
+    assert load_vocoder("runs/v2/checkpoint").config.generator == "istft"      # no discriminator steps by default
     with pytest.raises(SystemExit, match="--vae and --vocoder"):
         recipe.train_cli(["--stage", "unet", *base])
     parts = ["--vae", "runs/audioldm-synthworld/vae/checkpoint", "--vocoder", "runs/audioldm-synthworld/vocoder/checkpoint"]

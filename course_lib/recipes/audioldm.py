@@ -175,7 +175,11 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--lr", type=positive_float, default=None, help="default: 5e-4 vae, 2e-4 vocoder and unet")
     p.add_argument("--adversarial-start", type=nonnegative_int, default=None,
-                   help="stage vocoder: the step at which HiFi-GAN's discriminators join (default: 3/4 of --steps)")
+                   help="stage vocoder: the step at which HiFi-GAN's discriminators join (default: 3/4 of --steps; "
+                        "never for the istft vocoder)")
+    p.add_argument("--vocoder-preset", choices=sorted(voc.PRESETS), default=None,
+                   help="stage vocoder: a course_lib.vocoder preset (default: the AudioLDM preset's, e.g. small = "
+                        "HiFi-GAN; istft = Vocos)")
     p.add_argument("--per-class", type=nonnegative_int, default=2, help="stage unet: generated clips per class "
                                                                          "and prompt split on the card (0: none)")
     p.add_argument("--gen-steps", type=positive_int, default=GEN_STEPS, help="stage unet: DDIM steps of those clips")
@@ -196,7 +200,8 @@ def train_cli(argv: Sequence[str]) -> int:
                              f"replace them on purpose, or leave --out out (the default writes under runs/).")
     args.run_dir = args.run_dir or f"runs/audioldm-synthworld/{args.stage}"
     run = plan_run(args, "audioldm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, vae=args.vae,
-                   vocoder=args.vocoder, adversarial_start=args.adversarial_start)
+                   vocoder=args.vocoder, adversarial_start=args.adversarial_start,
+                   **({"vocoder_preset": args.vocoder_preset} if args.vocoder_preset else {}))
     config = AudioLDMConfig.preset(run.preset)
     n_train, n_test = args.train_size or 4096, args.eval_size or 256
     audio, _, classes = load_clips("train", n_train, args.seed)
@@ -220,9 +225,11 @@ def train_cli(argv: Sequence[str]) -> int:
         return export(run, result, config, card(run, result, ["synthworld"], metrics, stage="vae", eval=eval_info),
                       dtype=torch.float16)
     if args.stage == "vocoder":
-        vcfg = voc.VocoderConfig.preset(config.vocoder)
-        start = args.adversarial_start if args.adversarial_start is not None else 3 * run.steps // 4
-        result = voc.fit_vocoder(voc.Vocoder(vcfg).to(run.device), list(audio), adversarial_start=start, **common)
+        vcfg = voc.VocoderConfig.preset(args.vocoder_preset or config.vocoder)
+        default_start = run.steps if vcfg.generator == "istft" else 3 * run.steps // 4
+        start = args.adversarial_start if args.adversarial_start is not None else default_start
+        result = voc.fit_vocoder(voc.Vocoder(vcfg).to(run.device), list(audio), adversarial_start=start,
+                                 adversarial=start < run.steps, **common)
         if not is_main_process() or not result.finished:
             return export(run, result, vcfg, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)
