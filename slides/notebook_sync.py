@@ -152,7 +152,9 @@ def _scores(card: dict) -> tuple[str, str]:
                 f"{m['mel->griffin_lim']['mel_distance_db']:.2f} dB from the exact mel; {m['clips']} test clips")
     if arch == "Vocoder":
         voc, gl = m["mel->vocoder"], m["mel->griffin_lim"]
-        return ("HiFi-GAN-style vocoder, 64 mel bands at 16 kHz (AudioLDM's front end)",
+        kind = ("Vocos-style vocoder (STFT frames from ConvNeXt blocks, inverse STFT)"
+                if card.get("settings", {}).get("vocoder_preset", "").endswith("istft") else "HiFi-GAN-style vocoder")
+        return (f"{kind}, 64 mel bands at 16 kHz (AudioLDM's front end)",
                 f"mel distance {voc['mel_distance_db']:.2f} dB vs Griffin-Lim {gl['mel_distance_db']:.2f} dB; speech PESQ "
                 f"{voc['speech_pesq_wb']:.2f} vs {gl['speech_pesq_wb']:.2f}; {m['clips']} test clips")
     if arch == "UNet":

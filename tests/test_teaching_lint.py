@@ -74,8 +74,9 @@ CITED: dict[str, set[float]] = {
     "08_evaluation_and_future": {3.5, 100, 20, 50},
     # The README: Python 3.11, torch 2.14.1 with torchaudio 2.11.0 (the 2.13.0+cpu wheel breaks torchaudio); the
     # design's 15-minute CI budget; Jukebox's hop lengths 8, 32, 128; licenses CC BY(-SA) 4.0; FSDD's DOI prefix
-    # 10.5281 and the arXiv identifiers of Jukebox (2005.00341), AudioLM (2209.03143) and guidance (2207.12598).
-    "README": {3.11, 2.14, 2.11, 2.13, 15, 32, 128, 4.0, 10.5281, 2005.00341, 2209.03143, 2207.12598},
+    # 10.5281 and the arXiv identifiers of Jukebox (2005.00341), AudioLM (2209.03143), guidance (2207.12598) and
+    # Vocos (2306.00814).
+    "README": {3.11, 2.14, 2.11, 2.13, 15, 32, 128, 4.0, 10.5281, 2005.00341, 2209.03143, 2207.12598, 2306.00814},
 }
 
 
