@@ -247,7 +247,7 @@ return {status: w.sessionContext.session.kernel.status, cells: out};
 
 _WIDGET_AUDIO_STATE = (  # readiness of every <audio> in the notebook's widgets, polled for up to 20 s
     "const done = arguments[arguments.length - 1]; const t0 = Date.now();"
-    "const a = Array.from(document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio'));"
+    "const a = Array.from(jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio'));"
     "(function poll() { const st = a.map(x => ({ready: x.readyState, dur: x.duration, err: x.error && x.error.code}));"
     " if (st.every(s => s.err || (s.ready >= 1 && s.dur > 0)) || Date.now() - t0 > 20000) done(st);"
     " else setTimeout(poll, 200); })();")
@@ -297,17 +297,18 @@ def test_mushra_widget_plays_moves_and_saves_in_jupyterlab(driver, lab):
     url, _, log = lab
     root = log.parent
     (root / "mushra.ipynb").write_text(json.dumps(_MUSHRA_NOTEBOOK))
-    driver.get(f"{url}/lab/tree/mushra.ipynb")
+    driver.get(f"{url}/lab/workspaces/mushra/tree/mushra.ipynb?reset")   # its own workspace: no other notebook open
     _wait(driver, _CELLS.replace("return {status", "if (w.sessionContext.session.kernel.status !== 'idle') return null;"
                                                   " return {status"), 90, "the notebook and an idle kernel")
     driver.execute_script("jupyterapp.commands.execute('notebook:run-all-cells');")
-    audios = _wait(driver, "const a = document.querySelectorAll('.jp-OutputArea-output .jupyter-widgets audio');"
-                           " return a.length >= 5 ? a.length : null;", 120, "the MUSHRA widget's five players")
+    audios = _wait(driver, "const a = jupyterapp.shell.currentWidget.node.querySelectorAll("   # this notebook's only
+                           "'.jp-OutputArea-output .jupyter-widgets audio'); return a.length >= 5 ? a.length : null;",
+                   120, "the MUSHRA widget's five players")
     assert audios == 5                                    # open reference + 2 systems + hidden reference + anchor
     state = driver.execute_async_script(_WIDGET_AUDIO_STATE)
     assert all(not s["err"] and s["ready"] >= 1 and 0.4 < s["dur"] < 0.6 for s in state), state   # 0.5 s clips
-    handle = _wait(driver, "return document.querySelector('.jp-OutputArea-output .widget-slider .noUi-handle');",
-                   30, "a slider handle")
+    handle = _wait(driver, "return jupyterapp.shell.currentWidget.node.querySelector("
+                           "'.jp-OutputArea-output .widget-slider .noUi-handle');", 30, "a slider handle")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", handle)
     from selenium.webdriver.common.keys import Keys
     for _ in range(5):
