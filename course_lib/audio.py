@@ -11,7 +11,9 @@ Every waveform in the course is a float tensor in [-1, 1] with time last:
   fails early with a message that names the problem *and* the fix, and is the one
   place where dtypes are handled (NumPy and float64/float16/bfloat16 in, float32 out).
 * :func:`mu_law_encode`, :func:`mu_law_decode` and :func:`quantize` are the
-  classic ways of turning samples into integers (notebook 00, codec baselines).
+  classic ways of turning samples into integers (notebook 00, codec baselines);
+  :func:`mu_law_compress` / :func:`mu_law_expand` are the companding curve alone,
+  without the integers (WaveGAN can train on companded waveforms).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ __all__ = [
     "normalize",
     "check_audio",
     "to_int16",
+    "mu_law_compress",
+    "mu_law_expand",
     "mu_law_encode",
     "mu_law_decode",
     "quantize",
@@ -356,11 +360,29 @@ def to_int16(wav: Tensor) -> Tensor:
     return (wav.clamp(-1.0, 1.0) * 32768.0).round().clamp(-32768, 32767).to(torch.int16)
 
 
+def mu_law_compress(wav: Tensor, mu: float = 255.0) -> Tensor:
+    """Mu-law companding ``F(x) = sign(x) ln(1 + mu |x|) / ln(1 + mu)`` (ITU-T G.711), no quantization.
+
+    A log-like loudness curve: a quiet sample at -60 dBFS (``|x| = 0.001``) becomes 0.04, so
+    errors in quiet passages count almost as much as in loud ones. Differentiable; ``(...)`` in
+    [-1, 1] (values outside are clipped) to ``(...)`` in [-1, 1].
+    """
+    mu_t = torch.tensor(float(mu), dtype=wav.dtype, device=wav.device)
+    x = wav.clamp(-1.0, 1.0)
+    return torch.sign(x) * torch.log1p(mu_t * x.abs()) / torch.log1p(mu_t)
+
+
+def mu_law_expand(y: Tensor, mu: float = 255.0) -> Tensor:
+    """Inverse of :func:`mu_law_compress`: ``F^-1(y) = sign(y) ((1 + mu)^|y| - 1) / mu``."""
+    mu_t = torch.tensor(float(mu), dtype=y.dtype, device=y.device)
+    return torch.sign(y) * torch.expm1(y.abs() * torch.log1p(mu_t)) / mu_t
+
+
 def mu_law_encode(wav: Tensor, quantization_channels: int = 256) -> Tensor:
     """Mu-law companding then uniform quantization (ITU-T G.711; WaveNet's 8-bit output).
 
-    ``F(x) = sign(x) ln(1 + mu |x|) / ln(1 + mu)`` with ``mu = quantization_channels - 1``,
-    then ``[-1, 1]`` is mapped to the integers ``0 .. mu``. Matches
+    ``F(x) = sign(x) ln(1 + mu |x|) / ln(1 + mu)`` with ``mu = quantization_channels - 1``
+    (:func:`mu_law_compress`), then ``[-1, 1]`` is mapped to the integers ``0 .. mu``. Matches
     ``torchaudio.functional.mu_law_encoding``.
 
     Args:
@@ -370,17 +392,14 @@ def mu_law_encode(wav: Tensor, quantization_channels: int = 256) -> Tensor:
     Returns:
         ``(...)`` int64 codes in ``[0, quantization_channels)``.
     """
-    mu = torch.tensor(quantization_channels - 1.0, dtype=wav.dtype, device=wav.device)
-    x = wav.clamp(-1.0, 1.0)
-    x_mu = torch.sign(x) * torch.log1p(mu * x.abs()) / torch.log1p(mu)
-    return ((x_mu + 1) / 2 * mu + 0.5).to(torch.int64)
+    mu = quantization_channels - 1.0
+    return ((mu_law_compress(wav, mu) + 1) / 2 * mu + 0.5).to(torch.int64)
 
 
 def mu_law_decode(codes: Tensor, quantization_channels: int = 256, dtype: torch.dtype = torch.float32) -> Tensor:
     """Inverse of :func:`mu_law_encode`: integer codes back to float samples in [-1, 1]."""
-    mu = torch.tensor(quantization_channels - 1.0, dtype=dtype, device=codes.device)
-    y = codes.to(dtype) / mu * 2 - 1
-    return torch.sign(y) * torch.expm1(y.abs() * torch.log1p(mu)) / mu
+    mu = quantization_channels - 1.0
+    return mu_law_expand(codes.to(dtype) / mu * 2 - 1, mu)
 
 
 def quantize(wav: Tensor, bits: int) -> Tensor:

@@ -14,6 +14,9 @@ trained on the real data. We do the same at course scale:
 - *coverage*: the share of generated clips per class (mode collapse shows as empty classes).
 - *nearest-neighbour distance* to the training set in embedding space, against the same
   distance for real test clips: a generator that memorised its data sits much closer.
+- *decay* (:func:`decay_db`): the energy of a clip's last quarter relative to its first. Real
+  drums fall silent; a generator that leaves a noise floor under them does not, and a
+  classifier can miss that while the ear does not.
 
 Reference rows (real test clips, decaying noise bursts) show what "good" and "fooled" look like.
 """
@@ -32,7 +35,11 @@ from course_lib.metrics import frechet_distance, inception_score
 from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["ClassifierConfig", "AudioClassifier", "train_classifier", "load_classifier", "ClassifierOutput",
-           "GanMetrics", "gan_metrics", "noise_bursts"]
+           "GanMetrics", "gan_metrics", "noise_bursts", "decay_db", "FLOOR_16BIT_DB"]
+
+# The power of 16-bit rounding noise, 10 log10((2 / 2**16)**2 / 12) = -101.2 dB re full scale: the course
+# writes 16-bit WAV files, so a decay below this level is silence in every file a student hears.
+FLOOR_16BIT_DB = -101.2
 
 
 @dataclass(frozen=True)
@@ -176,3 +183,20 @@ def noise_bursts(n: int, length: int, sample_rate: int = 16_000, generator: torc
     level = 0.3 + 0.6 * torch.rand(n, 1, 1, generator=generator)
     x = torch.randn(n, 1, length, generator=generator) * torch.exp(-t / tau)
     return (x / x.abs().amax(-1, keepdim=True) * level).clamp(-1, 1)
+
+
+def decay_db(clips: Tensor, floor_db: float | None = FLOOR_16BIT_DB) -> Tensor:
+    """``(N, 1, T) -> (N,)``: energy of each clip's last quarter over its first quarter, in dB.
+
+    ``10 log10(E_last / E_first)`` with mean-square energies, both floored at ``floor_db`` (re
+    full scale; default: 16-bit rounding noise, so digital silence counts as -101 dBFS and not as
+    minus infinity; None: no floor, only 1e-30 against log 0). A drum that decays to silence
+    scores far below zero; one that sits on a noise floor stops at the floor's level.
+    """
+    if clips.ndim != 3 or clips.shape[-1] < 4:
+        raise ValueError(f"decay_db expects (N, 1, T) clips with T >= 4, got {tuple(clips.shape)}.")
+    q = clips.shape[-1] // 4
+    floor = 1e-30 if floor_db is None else 10 ** (floor_db / 10)
+    first = clips[..., :q].double().square().mean((-2, -1)).clamp_min(floor)   # (N,)
+    last = clips[..., -q:].double().square().mean((-2, -1)).clamp_min(floor)
+    return (10 * torch.log10(last / first)).float()

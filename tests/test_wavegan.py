@@ -275,6 +275,57 @@ def test_noise_augmented_classifier_hears_drums_through_a_hiss():
     assert acc["noise"] > 0.9 and acc["clean"] < 0.6, acc
 
 
+def test_decay_db_known_values():
+    t = torch.arange(4000) / 16_000
+    steady = torch.sin(2 * torch.pi * 440 * t).reshape(1, 1, -1)
+    assert float(gan_eval.decay_db(steady)) == pytest.approx(0.0, abs=0.05)
+    silent_tail = steady.clone()
+    silent_tail[..., 3000:] = 0                                      # the last quarter is digital silence
+    first = 10 * np.log10(0.5)                                       # a sine's mean square: 1/2
+    assert float(gan_eval.decay_db(silent_tail)) == pytest.approx(gan_eval.FLOOR_16BIT_DB - first, abs=0.01)
+    assert float(gan_eval.decay_db(silent_tail, floor_db=-60)) == pytest.approx(-60 - first, abs=0.01)
+    tau = 0.02                                                       # an exponential decay: energy falls 8.69 dB per tau
+    hit = torch.randn(1, 1, 4000, generator=torch.Generator().manual_seed(0)) * torch.exp(-t / tau)
+    expected = 10 * np.log10(np.exp(-2 * 3000 / 16_000 / tau))      # quarters 0.1875 s apart (mean of a decaying window)
+    assert float(gan_eval.decay_db(hit, None)) == pytest.approx(expected, abs=1.5)
+    noise_floor = hit + 0.01 * torch.randn(1, 1, 4000, generator=torch.Generator().manual_seed(1))
+    assert float(gan_eval.decay_db(noise_floor)) > float(gan_eval.decay_db(hit)) + 30   # a hiss stops the decay
+    with pytest.raises(ValueError, match=r"\(N, 1, T\)"):
+        gan_eval.decay_db(torch.zeros(4000))
+
+
+def test_mu_law_training_domain():
+    cfg = replace(TINY, mu_law=255)
+    model = W.WaveGAN(cfg).eval()
+    x = torch.tensor([[[-1.0, -0.001, 0.0, 0.001, 0.5, 1.0]]])
+    y = model.compress(x)
+    torch.testing.assert_close(y[0, 0, 3], torch.tensor(np.log1p(0.255) / np.log(256), dtype=torch.float32))  # -60 dB -> 0.04
+    torch.testing.assert_close(model.expand(y), x)
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model(z), model.expand(model.generator_ema(z)))   # linear samples out ...
+    torch.testing.assert_close(model.generate(2, torch.Generator().manual_seed(0)), model(z))
+    linear = W.WaveGAN(TINY).eval()
+    torch.testing.assert_close(linear.compress(x), x)                            # ... and off by default
+    seen = []                                                                    # ... while the critic sees companded clips
+    model.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    clips = 0.001 * torch.ones(4, 1, cfg.slice_length)
+    W.fit(model.train(), clips, steps=1, batch_size=2, n_critic=1, progress=False)
+    assert torch.allclose(seen[0], model.compress(clips[:2]))                   # the first critic call: a real batch
+    with pytest.raises(ValueError, match="mu_law"):
+        W.WaveGANConfig(mu_law=-1)
+
+
+def test_init_from_copies_every_weight(tmp_path):
+    source = W.WaveGAN(TINY)
+    checkpoint.save_pretrained(source, TINY, tmp_path / "a", card={})
+    fresh = W.WaveGAN(replace(TINY, mu_law=255))
+    R._warm_start(fresh, str(tmp_path / "a"))
+    for (k, a), b in zip(source.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    with pytest.raises(SystemExit, match="same preset"):
+        R._warm_start(W.WaveGAN(replace(TINY, d=8)), str(tmp_path / "a"))
+
+
 def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     out, run = tmp_path / "wg", tmp_path / "run"
     common = ["--preset", "tiny", "--steps", "3", "--train-size", "64", "--eval-size", "32", "--batch-size", "8",
@@ -283,8 +334,14 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     card = checkpoint.read_card(out)
     assert card["steps"] == 3 and card["metrics_without_weight_average"]["eval_clips"] == 32
     assert card["stopped_by"] == "max_steps" and card["data"][0]["license"].startswith("generated")
+    m = card["metrics"]
+    assert m["ruler"] == "classifier" and set(m["second_opinion"]) == {"classifier-noise-trained"}
+    assert m["decay_p10_db"]["real"] < -40 and set(m["decay_p10_db_by_class"]) == set(card["classes"])
+    assert json.loads((out / "classifier" / "card.json").read_text())["noise_snr_db"] is None
     result = R.eval_cli(["--checkpoint", str(out), "--eval-size", "32"])
     assert all(result["matches_card"].values()), result
+    assert {"decay_p10_db.generated", "second_opinion.classifier-noise-trained.inception_ratio"} <= set(
+        result["matches_card"])
     assert R.train_cli(common) == 0                                  # at max_steps: re-exports last.pt
     state = torch.load(run / "last.pt", weights_only=True)["modules"]
     exported = W.load_pretrained(out)
