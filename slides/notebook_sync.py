@@ -127,10 +127,16 @@ def _scores(card: dict) -> tuple[str, str]:
                 f"{opus['bitrate'] / 1000:.1f} kbit/s on {card['eval']['clips']} test clips; every quantizer uses "
                 f"at least {_pct(min(full['usage']))} of its codes")
     if arch == "WaveGAN":
-        return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes",
-                f"inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
+        ruler = ("classifier trained on clean drums" if m.get("ruler") == "classifier"
+                 else "classifier trained with added noise")
+        decay = (f"; quietest tenth of the clips decays {m['decay_p10_db']['generated']:.0f} dB (real "
+                 f"{m['decay_p10_db']['real']:.0f} dB)" if "decay_p10_db" in m else "")
+        mode = ", trained on mu-law companded samples" if card.get("settings", {}).get("mu_law") else ""
+        return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes{mode}",
+                f"{ruler}: inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
                 f"{len(m['class_fractions'])} classes; Fréchet distance {m['frechet']:.1f} (noise bursts "
-                f"{m['noise_frechet']:.0f}, real vs real {m['frechet_train_vs_test']:.2f}); {m['eval_clips']} clips")
+                f"{m['noise_frechet']:.0f}, real vs real {m['frechet_train_vs_test']:.2f}){decay}; "
+                f"{m['eval_clips']} clips")
     if arch == "Clap":
         return ("CLAP: a small audio CNN with a from-scratch and a pretrained (MiniLM) text tower",
                 f"zero-shot top-1 {_pct(m['minilm/zero_shot_top1'])} (MiniLM) / {_pct(m['scratch/zero_shot_top1'])} "

@@ -348,6 +348,21 @@ def test_output_gain_reaches_silence_and_warm_starts_exactly(tmp_path):
     torch.testing.assert_close(gained.generator_ema(z), source.eval().generator_ema(z))
 
 
+def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
+    clips = R.load_clips("synthworld-drums", "train", 32)
+    monkeypatch.setattr(gan_eval, "train_classifier", lambda *a, steps=400, **k: _real_train_classifier(*a, steps=5, **k))
+    a, b = R.train_rulers(clips, 16_000, seed=3), R.train_rulers(clips, 16_000, seed=3)
+    assert list(a) == ["classifier", "classifier-noise-trained"]     # the ruler of record first
+    for name in a:
+        for x, y in zip(a[name].state_dict().values(), b[name].state_dict().values()):
+            torch.testing.assert_close(x, y)
+    assert not torch.equal(next(iter(a["classifier"].state_dict().values())),
+                           next(iter(R.train_rulers(clips, 16_000, seed=4)["classifier"].state_dict().values())))
+
+
+_real_train_classifier = gan_eval.train_classifier
+
+
 def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     out, run = tmp_path / "wg", tmp_path / "run"
     common = ["--preset", "tiny", "--steps", "3", "--train-size", "64", "--eval-size", "32", "--batch-size", "8",

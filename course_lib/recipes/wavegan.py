@@ -113,9 +113,12 @@ def train_rulers(train: TrainingClips, sample_rate: int, seed: int = 0) -> dict[
     unsure, as it makes a listener); ``classifier-noise-trained`` also heard noise 10-40 dB below
     the clip, so it forgives a noise floor: a second opinion on the drums under the hiss.
     """
-    return {name: gan_eval.train_classifier(train.audio, train.labels, train.classes, sample_rate,
-                                            generator=torch.Generator().manual_seed(seed), noise_snr_db=snr)[0]
-            for name, snr in RULERS.items()}
+    rulers = {}
+    for name, snr in RULERS.items():
+        torch.manual_seed(seed)                                      # the classifier's initial weights
+        rulers[name] = gan_eval.train_classifier(train.audio, train.labels, train.classes, sample_rate,
+                                                 generator=torch.Generator().manual_seed(seed), noise_snr_db=snr)[0]
+    return rulers
 
 
 def _decay_by_class(clf: gan_eval.AudioClassifier, generated: Tensor, test: TrainingClips) -> dict:
