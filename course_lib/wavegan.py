@@ -12,7 +12,7 @@ convolution and every stride 2 becomes a stride 4, so five layers grow a 16-samp
 - loss: WGAN-GP (Gulrajani et al. 2017), gradient penalty weight 10, 5 critic steps per
   generator step, Adam(lr 1e-4, betas (0.5, 0.9)).
 
-Three additions that are not in the paper:
+Two additions that are not in the paper:
 
 - :meth:`WaveGAN.generate` samples from an exponential moving average of the generator's
   weights (``cfg.ema_decay``; Karras et al. 2018, Yazici et al. 2019). Adam at a constant
@@ -23,10 +23,6 @@ Three additions that are not in the paper:
   sees, so the generator leaves a noise floor under decays that should fall silent. Companded,
   that hiss is a difference of 0.3. Real clips are companded once for training; :meth:`WaveGAN.forward`
   and :meth:`WaveGAN.generate` expand the generator's output back to linear samples.
-- ``cfg.output_gain``: the last layer has a second output channel ``g`` and the output is
-  ``tanh(a) * exp(g)``. A tanh reaches silence only when a whole layer's contributions cancel
-  exactly; ``exp(g)`` reaches -104 dB at ``g = -12``. Started at ``g = 0`` (gain 1), a trained
-  linear checkpoint can be fine-tuned with it and starts from exactly its own sound.
 
 Width ``d`` and ``num_layers`` (slice length ``16 * 4**num_layers``: 4,096 or 16,384) come
 from the config; the training recipe (batch, critic steps, Adam) from :func:`fit`'s arguments.
@@ -74,7 +70,6 @@ class WaveGANConfig:
     post_filter_length: int = 0        # learned FIR after the generator (paper: 512); 0 = off
     ema_decay: float = 0.999           # weight average the samples come from (0 = off); not in the paper
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
-    output_gain: bool = False          # a second output channel: a learned log-gain on tanh's output; not in the paper
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -169,7 +164,7 @@ class Generator(nn.Module):
         pad = (cfg.kernel_size - STRIDE + 1) // 2  # with output_padding=1 each layer makes exactly 4x samples
         self.ups = nn.ModuleList(
             nn.ConvTranspose1d(c_in, c_out, cfg.kernel_size, STRIDE, padding=pad, output_padding=1)
-            for c_in, c_out in zip(ch, ch[1:] + [2 if cfg.output_gain else 1]))
+            for c_in, c_out in zip(ch, ch[1:] + [1]))
         self.post_filter = (nn.Conv1d(1, 1, cfg.post_filter_length, bias=False)
                             if cfg.post_filter_length else None)
 
@@ -177,11 +172,7 @@ class Generator(nn.Module):
         x = F.relu(self.dense(z).view(z.shape[0], -1, SEED_LENGTH))  # (B, 16d', 16)
         for i, up in enumerate(self.ups):
             x = up(x)                                                # (B, C, 4 T_prev)
-            x = F.relu(x) if i < len(self.ups) - 1 else x
-        if self.config.output_gain:    # tanh reaches silence only by exact cancellation; exp(gain) by gain = -12
-            x = (torch.tanh(x[:, :1]) * torch.exp(x[:, 1:])).clamp(-1.0, 1.0)
-        else:
-            x = torch.tanh(x)
+            x = torch.tanh(x) if i == len(self.ups) - 1 else F.relu(x)
         if self.post_filter is not None:                             # official code: after tanh, 'same' padding
             k = self.config.post_filter_length
             x = self.post_filter(F.pad(x, ((k - 1) // 2, k // 2)))

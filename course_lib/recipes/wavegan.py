@@ -184,31 +184,19 @@ def _train_parser():
     p.add_argument("--n-critic", type=positive_int, default=5)
     p.add_argument("--mu-law", type=nonnegative_int, default=0,
                    help="train on mu-law companded waveforms with this mu (255; default 0: linear, as in the paper)")
-    p.add_argument("--output-gain", action="store_true",
-                   help="a learned log-gain output channel that makes silence easy to reach (not in the paper)")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's generator, average and critic (same preset), e.g. to fine-tune")
     return p
 
 
 def _warm_start(model: WaveGAN, name: str) -> None:
-    """Copy a checkpoint's weights into ``model``: every tensor must match in name and shape, except that a
-    generator with ``output_gain`` gets its gain channel at zero (gain 1: the start sounds exactly as before)."""
-    theirs = load_pretrained(name).state_dict()
-    ours = model.state_dict()
-    if set(ours) != set(theirs):
-        raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
-                         f"preset or drop --init-from.")
-    for key, value in theirs.items():
-        if ours[key].shape == value.shape:
-            ours[key] = value
-        elif ".ups." in key and ours[key].shape[-2 if key.endswith("weight") else 0] == 2 and value.shape[
-                -2 if key.endswith("weight") else 0] == 1:             # (C_in, 1, K) -> (C_in, 2, K), (1,) -> (2,)
-            ours[key] = torch.cat([value, torch.zeros_like(value)], -2 if key.endswith("weight") else 0)
-        else:
-            raise SystemExit(f"--init-from {name}: {key} has shape {tuple(value.shape)} there and "
-                             f"{tuple(ours[key].shape)} here; pick a checkpoint of the same preset or drop --init-from.")
-    model.load_state_dict(ours)
+    """Copy a checkpoint's weights into ``model``: every tensor must match in name and shape."""
+    start = load_pretrained(name)
+    ours, theirs = model.state_dict(), start.state_dict()
+    if {k: v.shape for k, v in ours.items()} != {k: v.shape for k, v in theirs.items()}:
+        raise SystemExit(f"--init-from {name}: its layers differ from the {model.config.d}-wide preset's; "
+                         f"pick a checkpoint of the same preset or drop --init-from.")
+    model.load_state_dict(theirs)
 
 
 def train_cli(argv: Sequence[str]) -> int:
@@ -217,8 +205,8 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.eval_size is None:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
-                   mu_law=args.mu_law, init_from=args.init_from, output_gain=args.output_gain)
-    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, output_gain=args.output_gain)
+                   mu_law=args.mu_law, init_from=args.init_from)
+    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
