@@ -21,7 +21,7 @@ Two additions that are not in the paper:
   G.711 telephony and WaveNet's output). On linear samples a hiss 40 dB below the hit is a
   difference of 0.01 that the critic, whose slope the gradient penalty holds near 1, barely
   sees, so the generator leaves a noise floor under decays that should fall silent. Companded,
-  that hiss is a difference of 0.3. Real clips are companded once for training; :meth:`WaveGAN.forward`
+  that hiss in a silent tail is a difference of 0.23. Real clips are companded once for training; :meth:`WaveGAN.forward`
   and :meth:`WaveGAN.generate` expand the generator's output back to linear samples.
 
 Width ``d`` and ``num_layers`` (slice length ``16 * 4**num_layers``: 4,096 or 16,384) come

@@ -341,6 +341,15 @@ def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
 _real_train_classifier = gan_eval.train_classifier
 
 
+def test_load_rulers_names_a_legacy_classifier_by_what_it_is(tmp_path):
+    clf = gan_eval.AudioClassifier(gan_eval.ClassifierConfig(("a", "b")))
+    checkpoint.save_pretrained(clf, clf.config, tmp_path / "classifier", card={"data": "x"})   # no noise_snr_db: legacy
+    assert list(R.load_rulers(tmp_path)) == ["classifier-noise-trained"]
+    checkpoint.save_pretrained(clf, clf.config, tmp_path / "classifier", card={"noise_snr_db": None})
+    checkpoint.save_pretrained(clf, clf.config, tmp_path / "classifier-noise-trained", card={"noise_snr_db": [10, 40]})
+    assert list(R.load_rulers(tmp_path)) == ["classifier", "classifier-noise-trained"]
+
+
 def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     out, run = tmp_path / "wg", tmp_path / "run"
     common = ["--preset", "tiny", "--steps", "3", "--train-size", "64", "--eval-size", "32", "--batch-size", "8",
