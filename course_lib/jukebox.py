@@ -43,7 +43,7 @@ from course_lib.transformer import TokenLM, TransformerConfig
 
 __all__ = ["VQVAEConfig", "HierarchicalVQVAE", "VQVAELosses", "spectral_loss", "waveform_loss", "PriorConfig", "Conditioner",
            "JukeboxPriors", "Jukebox", "KEYS", "tempo_bucket", "load_pretrained", "PRESETS", "PRIOR_PRESETS",
-           "random_crops", "fit_vqvae", "SongCodes", "PriorLosses", "prior_losses", "fit_priors"]
+           "random_crops", "fit_vqvae", "log_magnitude_loss", "SongCodes", "PriorLosses", "prior_losses", "fit_priors"]
 
 KEYS = tuple(f"{n} {m}" for m in ("major", "minor") for n in
              ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"))
@@ -63,6 +63,7 @@ class VQVAEConfig:
     commit_weight: float = 1.0                    # beta (paper: 0.02; in short CPU runs z_e then drifts away
                                                   # from the EMA codebooks: commit loss 126 after 50 steps)
     spectral_weight: float = 1.0
+    log_spectral_weight: float = 1.0              # log-magnitude term beside the paper's spectral loss (0: paper)
     dead_code_threshold: float = 0.1              # restart codes used < 10% of a fair share
 
     def __post_init__(self) -> None:
@@ -111,6 +112,23 @@ def spectral_loss(est: Tensor, ref: Tensor, resolutions=((2048, 240, 1200), (102
     return total / len(resolutions)
 
 
+def log_magnitude_loss(est: Tensor, ref: Tensor,
+                       resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240)), floor: float = 1e-5) -> Tensor:
+    """Mean ``| log |S(x)| - log |S(x_hat)| |`` over the resolutions of :func:`spectral_loss`.
+
+    Not in the paper: the second half of Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et
+    al. 2020), whose first half is :func:`spectral_loss`. The relative L2 of linear magnitudes is set
+    by the loud bins, so a course-sized VQ-VAE learns to leave a broadband hiss in the quiet ones
+    (between notes, above the harmonics); on a log scale that hiss costs as much as a wrong note.
+    ``floor`` (-100 dB of full scale) keeps digital silence from dominating.
+    """
+    total = est.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        s_ref = stft(ref, n_fft, hop, win).abs().clamp_min(floor).log()
+        total = total + (stft(est, n_fft, hop, win).abs().clamp_min(floor).log() - s_ref).abs().mean()
+    return total / len(resolutions)
+
+
 def waveform_loss(est: Tensor, ref: Tensor) -> Tensor:
     """L2 on samples relative to the reference's energy (the paper divides by the data's bandwidth)."""
     return ((est - ref).square().flatten(1).mean(1) / ref.square().flatten(1).mean(1).clamp_min(1e-8)).mean()
@@ -120,6 +138,7 @@ class VQVAELosses(NamedTuple):
     total: Tensor
     waveform: Tensor    # relative L2 on samples (waveform_loss), summed over levels
     spectral: Tensor    # spectral_loss, summed over levels
+    log_spectral: Tensor  # log_magnitude_loss, summed over levels
     commit: Tensor      # ||z_e - sg(z_q)||^2, summed over levels
 
 
@@ -157,14 +176,16 @@ class HierarchicalVQVAE(nn.Module):
     def forward(self, wav: Tensor, generator: torch.Generator | None = None) -> VQVAELosses:
         """Training losses of all three levels on a batch (B, 1, T)."""
         x, cfg = self._prepare(wav), self.config
-        wave, spec, commit = x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
+        wave, spec, log_spec, commit = x.new_zeros(()), x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
         for enc, vq, dec in zip(self.encoders, self.quantizers, self.decoders):
             q = vq(enc(x), generator=generator)                     # z_q (B, D, L) with straight-through
             x_hat = dec(q.quantized)                                # (B, 1, T)
             wave = wave + waveform_loss(x_hat, x)
             spec = spec + spectral_loss(x_hat, x)
+            log_spec = log_spec + (log_magnitude_loss(x_hat, x) if cfg.log_spectral_weight else 0.0)
             commit = commit + q.commit_loss
-        return VQVAELosses(wave + cfg.spectral_weight * spec + cfg.commit_weight * commit, wave, spec, commit)
+        total = wave + cfg.spectral_weight * spec + cfg.log_spectral_weight * log_spec + cfg.commit_weight * commit
+        return VQVAELosses(total, wave, spec, log_spec, commit)
 
     @torch.no_grad()
     def encode(self, wav: Tensor) -> list[Tensor]:
@@ -313,8 +334,12 @@ def random_crops(clips: Tensor, batch_size: int, length: int, generator: torch.G
 def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
               generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
               batch_size: int = 8, crop_s: float = 0.5, lr: float = 3e-4, settings: dict | None = None,
-              progress: bool = True, log_every: int = 10) -> TrainResult:
-    """Train the three autoencoders at once on random crops of songs (N, 1, T) (Adam, as the paper)."""
+              progress: bool = True, log_every: int = 10, decoders_only: bool = False) -> TrainResult:
+    """Train the three autoencoders at once on random crops of songs (N, 1, T) (Adam, as the paper).
+
+    ``decoders_only``: freeze the encoders and codebooks, so every song keeps its codes (and priors
+    trained on them stay valid), and train only the decoders (e.g. a new loss for cleaner sound).
+    """
     if clips.dim() != 3 or clips.shape[1] != 1:
         raise ValueError(f"clips must be (N, 1, T), got {tuple(clips.shape)}.")
     torch.set_flush_denormal(True)                # decaying notes hold subnormal floats: 10-100x slower convs
@@ -322,12 +347,15 @@ def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budge
     length = max(top, int(crop_s * model.sample_rate) // top * top)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    frozen = nn.ModuleList([model.encoders, model.quantizers]) if decoders_only else nn.ModuleList()
+    frozen.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     trainer = Trainer({"vqvae": model}, {"adam": opt}, TrainConfig(
         max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
         progress=progress, settings=settings), generators={"batches": generator})
 
     def step_fn(step: int) -> VQVAELosses:
+        frozen.eval()                                               # no EMA updates, no code restarts
         return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
 
     trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)

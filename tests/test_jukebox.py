@@ -33,7 +33,7 @@ def test_each_level_has_its_hop_length_and_reconstructs_on_its_own():
 
 def test_vqvae_training_lowers_the_loss_and_the_error_rises_from_bottom_to_top():
     torch.manual_seed(0)
-    model = J.HierarchicalVQVAE(replace(TINY, width=16, codebook_size=32))
+    model = J.HierarchicalVQVAE(replace(TINY, width=16, codebook_size=32, log_spectral_weight=0.0))   # the paper's
     clips = _tones(8, 1.0)
     before = model(clips[:4], torch.Generator().manual_seed(0)).total.item()
     result = J.fit_vqvae(model, clips, steps=80, batch_size=4, crop_s=0.25, lr=1e-3, progress=False,
@@ -53,6 +53,17 @@ def test_spectral_loss_is_zero_for_equal_signals_and_grows_with_noise():
     small = J.spectral_loss(x + 0.01 * torch.randn_like(x), x)
     large = J.spectral_loss(x + 0.1 * torch.randn_like(x), x)
     assert 0 < small < large
+
+
+def test_log_magnitude_loss_hears_a_quiet_hiss_that_the_spectral_loss_ignores():
+    x = _tones(2, 0.5)
+    x[..., x.shape[-1] // 2:] = 0.0                                       # a note, then silence
+    assert J.log_magnitude_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    hiss = x + 1e-3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))   # -60 dB of full scale
+    assert J.spectral_loss(hiss, x).item() < 0.02                          # set by the loud note: hardly moves
+    assert J.log_magnitude_loss(hiss, x).item() > 2.0                      # the silent half: nats per bin
+    loud = x + 1e-1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert J.log_magnitude_loss(hiss, x) < J.log_magnitude_loss(loud, x)
 
 
 def test_conditioner_upsamples_to_the_lower_level_and_stays_aligned():
@@ -165,5 +176,18 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert set(vq_card["metrics"]) == {"bottom", "middle", "top"} and prior_card["metrics"]["generated"]["songs"] == 6
     again = R.eval_cli(["--checkpoint", str(tmp_path / "jb"), "--threads", "1"])
     assert again["vqvae"] == vq_card["metrics"]
-    assert again["priors"] == {k: v for k, v in prior_card["metrics"].items() if k != "generated"}
+    assert again["priors"] == {k: v for k, v in prior_card["metrics"].items() if k not in ("generated", "reference")}
     assert again["generated"] == prior_card["metrics"]["generated"]
+    assert again["reference"] == prior_card["metrics"]["reference"]
+    assert set(again["reference"]) == {"songs", "real", "bottom_reconstruction", "top_reconstruction"}
+    # A decoder-only fine-tune keeps every code, so the priors stay valid.
+    with pytest.raises(SystemExit, match="--init-from"):
+        R.train_cli(["--stage", "vqvae", *common, "--decoders-only", "--out", "jb2-vqvae"])
+    assert R.train_cli(["--stage", "vqvae", *common, "--init-from", "jb-vqvae", "--decoders-only",
+                        "--run-dir", "runs/jb2", "--out", "jb2-vqvae"]) == 0
+    before = J.load_pretrained(str(tmp_path / "jb"))
+    after = checkpoint.load_pretrained("jb2-vqvae", J.HierarchicalVQVAE, J.VQVAEConfig)
+    wav = _tones(2, 0.5)
+    for a, b in zip(before.encode(wav), after.encode(wav)):
+        torch.testing.assert_close(a, b)
+    assert checkpoint.read_card("jb2-vqvae")["decoders_only"] is True

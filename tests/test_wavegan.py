@@ -319,11 +319,11 @@ def test_init_from_copies_every_weight(tmp_path):
     source = W.WaveGAN(TINY)
     checkpoint.save_pretrained(source, TINY, tmp_path / "a", card={})
     fresh = W.WaveGAN(replace(TINY, mu_law=255))
-    R._warm_start(fresh, str(tmp_path / "a"))
+    R.warm_start(fresh, W.load_pretrained(str(tmp_path / "a")), "a")
     for (k, a), b in zip(source.state_dict().items(), fresh.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     with pytest.raises(SystemExit, match="same preset"):
-        R._warm_start(W.WaveGAN(replace(TINY, d=8)), str(tmp_path / "a"))
+        R.warm_start(W.WaveGAN(replace(TINY, d=8)), source, "a")
 
 
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):

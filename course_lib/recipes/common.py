@@ -201,6 +201,15 @@ def export(run: Run, result: TrainResult, config: Any, card_: dict[str, Any],
 
 
 # ----------------------------------------------------------------------------- timing
+def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str) -> None:
+    """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape."""
+    ours, theirs = model.state_dict(), start.state_dict()
+    if {k: v.shape for k, v in ours.items()} != {k: v.shape for k, v in theirs.items()}:
+        raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
+                         f"preset or drop --init-from.")
+    model.load_state_dict(theirs)
+
+
 def best_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     """Best-of-``repeat`` wall time of ``fn()`` in seconds after ``warmup`` calls (the least disturbed run)."""
     for _ in range(warmup):

@@ -32,14 +32,15 @@ from course_lib.metrics import multiscale_mel_distance
 from course_lib.quantize import codebook_stats
 from course_lib.audio import save
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser)
+                                       positive_float, positive_int, train_parser, warm_start)
 from course_lib.train import is_main_process
 
 __all__ = ["load_songs", "encode_songs", "vqvae_report", "prior_report", "style_classifier", "generation_report",
-           "train_cli", "eval_cli", "generate_cli", "bench"]
+           "reference_report", "train_cli", "eval_cli", "generate_cli", "bench"]
 
 SECONDS = 6.0          # training and test songs
 GEN_PER_STYLE, GEN_SECONDS = 2, 3.0      # generated songs per style on the card, and their length
+REFERENCE_SONGS = 24                      # val songs whose reconstructions show what generated songs could score
 
 
 def load_songs(split: str, size: int, seconds: float = SECONDS, seed: int = 0, sample_rate: int = 16_000):
@@ -95,8 +96,10 @@ def style_classifier(audio: torch.Tensor, attributes: list[dict], styles: Sequen
                      steps: int = 300) -> gan_eval.AudioClassifier:
     """A log-mel conv net trained on real songs of the *test* split only (the ruler of generated styles)."""
     labels = torch.tensor([list(styles).index(a["style"]) for a in attributes])
-    clf, _ = gan_eval.train_classifier(audio, labels, list(styles), 16_000, steps=steps, batch_size=16,
-                                       generator=torch.Generator().manual_seed(seed), noise_snr_db=None)
+    with torch.random.fork_rng(devices=[]):                       # the same initial weights in train and eval
+        torch.manual_seed(seed)
+        clf, _ = gan_eval.train_classifier(audio, labels, list(styles), 16_000, steps=steps, batch_size=16,
+                                           generator=torch.Generator().manual_seed(seed), noise_snr_db=None)
     return clf
 
 
@@ -124,6 +127,26 @@ def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: 
             "nn_top_code_mismatch_test": round(float(_nn_distance(test_top, train_top).median()), 4)}
 
 
+@torch.no_grad()
+def reference_report(model: Jukebox, clf: gan_eval.AudioClassifier, audio: torch.Tensor, attributes: list[dict],
+                     seconds: float) -> dict:
+    """The rulers on real songs of another split (``val``), cut to ``seconds``, and on their VQ-VAE
+    reconstructions from true codes: what generated songs could score at best through this VQ-VAE."""
+    audio = audio[..., :round(seconds * model.sample_rate)]
+    codes = model.encode(audio)
+    out = {"songs": len(audio)}
+    for name, wav in (("real", audio), ("bottom_reconstruction", model.decode(codes[0], 0)[..., :audio.shape[-1]]),
+                      ("top_reconstruction", model.decode(codes[2], 2)[..., :audio.shape[-1]])):
+        style = torch.tensor([list(model.styles).index(a["style"]) for a in attributes])
+        tempo_err = [abs(estimate_tempo(w, model.sample_rate) - a["tempo_bpm"]) / a["tempo_bpm"]
+                     for w, a in zip(wav, attributes)]
+        out[name] = {"style_accuracy": round(float((clf.predict(wav).logits.argmax(-1) == style).float().mean()), 4),
+                     "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
+                     "key_accuracy": round(sum(estimate_key(w, model.sample_rate).name == a["key"]
+                                               for w, a in zip(wav, attributes)) / len(wav), 4)}
+    return out
+
+
 def _nn_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Fraction of differing top codes to the nearest training song (aligned, over the shorter length)."""
     n = min(a.shape[1], b.shape[1])
@@ -137,6 +160,11 @@ def _train_parser():
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=positive_float, default=None, help="default: 3e-4 (vqvae) / 1e-3 (priors)")
     p.add_argument("--seconds", type=positive_float, default=SECONDS, help="length of the training songs")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint of the same stage and preset (a folder or name), e.g. to fine-tune")
+    p.add_argument("--decoders-only", action="store_true",
+                   help="stage vqvae with --init-from: keep its encoders and codebooks (every song keeps its codes, "
+                        "its priors stay valid) and train only the decoders")
     p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
                    help="generated songs per style measured on the priors' card (0: none)")
     p.add_argument("--gen-seconds", type=positive_float, default=GEN_SECONDS, help="their length")
@@ -148,22 +176,28 @@ def train_cli(argv: Sequence[str]) -> int:
     args = _train_parser().parse_args(argv)
     vq = args.stage == "vqvae"
     batch, lr = args.batch_size, args.lr or (3e-4 if vq else 1e-3)
+    if args.decoders_only and not (vq and args.init_from):
+        raise SystemExit("--decoders-only keeps a trained VQ-VAE's codes: use it with --stage vqvae --init-from NAME.")
     if not vq and args.vqvae is None:
         raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
     if args.run_dir is None:
         args.run_dir = f"runs/jukebox-songs/{args.stage}"
     run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
-                   vqvae=args.vqvae)
+                   vqvae=args.vqvae, init_from=args.init_from,
+                   decoders_only=args.decoders_only)
     n_train, n_test = args.train_size or 256, args.eval_size or 64
     audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
     test_audio, test_attrs, _ = load_songs("test", n_test, args.seconds, args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)                                    # weight initialisation
     if vq:
-        model = HierarchicalVQVAE(VQVAEConfig.preset(run.preset)).to(run.device)
+        model = HierarchicalVQVAE(VQVAEConfig.preset(run.preset))
+        if args.init_from:
+            warm_start(model, checkpoint.load_pretrained(args.init_from, HierarchicalVQVAE, VQVAEConfig), args.init_from)
+        model = model.to(run.device)
         result = fit_vqvae(model, audio, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                            checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, decoders_only=args.decoders_only)
         if not is_main_process() or not result.finished:
             return export(run, result, model.config, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
@@ -175,7 +209,10 @@ def train_cli(argv: Sequence[str]) -> int:
                       for a, t in ((audio, attrs), (test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
                          codebook_size=vqvae.config.codebook_size)
-        model = JukeboxPriors(config).to(run.device)
+        model = JukeboxPriors(config)
+        if args.init_from:
+            warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from)
+        model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
                             progress=not args.no_progress)
@@ -185,9 +222,13 @@ def train_cli(argv: Sequence[str]) -> int:
         metrics = prior_report(result.model, test, seed=args.seed)
         if args.gen_per_style:
             clf = style_classifier(test_audio, test_attrs, ds.classes, args.seed)
-            metrics["generated"] = generation_report(Jukebox(vqvae, result.model), clf, data.codes[2],
-                                                     test.codes[2], args.gen_per_style, args.gen_seconds, args.seed)
-    info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae,
+            model = Jukebox(vqvae, result.model)
+            metrics["generated"] = generation_report(model, clf, data.codes[2], test.codes[2], args.gen_per_style,
+                                                     args.gen_seconds, args.seed)
+            val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, args.seconds, args.seed)
+            metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds)
+    info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
+                decoders_only=args.decoders_only,
                 eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
                       "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
     return export(run, result, config, info, dtype=torch.float16)
@@ -215,8 +256,10 @@ def eval_cli(argv: Sequence[str]) -> dict:
         clf = style_classifier(test_audio, test_attrs, ds.classes, seed)
         train_top = encode_songs(model.vqvae, train_audio, train_attrs, ds.classes, seconds).codes[2]
         test_top = encode_songs(model.vqvae, test_audio, test_attrs, ds.classes, seconds).codes[2]
-        out["generated"] = generation_report(model, clf, train_top, test_top, per_style,
-                                             args.seconds or ev.get("gen_seconds", GEN_SECONDS), seed)
+        gen_seconds = args.seconds or ev.get("gen_seconds", GEN_SECONDS)
+        out["generated"] = generation_report(model, clf, train_top, test_top, per_style, gen_seconds, seed)
+        val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, seconds, seed)
+        out["reference"] = reference_report(model, clf, val_audio, val_attrs, gen_seconds)
     return out
 
 

@@ -26,7 +26,7 @@ from course_lib import checkpoint, gan_eval
 from course_lib import data as course_data
 from course_lib.audio import load, save
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser)
+                                       positive_float, positive_int, train_parser, warm_start)
 from course_lib.train import is_main_process
 from course_lib.wavegan import BATCH_SIZES, PRESETS, WaveGAN, WaveGANConfig, fit, load_pretrained
 
@@ -189,16 +189,6 @@ def _train_parser():
     return p
 
 
-def _warm_start(model: WaveGAN, name: str) -> None:
-    """Copy a checkpoint's weights into ``model``: every tensor must match in name and shape."""
-    start = load_pretrained(name)
-    ours, theirs = model.state_dict(), start.state_dict()
-    if {k: v.shape for k, v in ours.items()} != {k: v.shape for k, v in theirs.items()}:
-        raise SystemExit(f"--init-from {name}: its layers differ from the {model.config.d}-wide preset's; "
-                         f"pick a checkpoint of the same preset or drop --init-from.")
-    model.load_state_dict(theirs)
-
-
 def train_cli(argv: Sequence[str]) -> int:
     """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
     args = _train_parser().parse_args(argv)
@@ -213,7 +203,7 @@ def train_cli(argv: Sequence[str]) -> int:
     print(f"{len(train.audio)} training clips of {cfg.slice_length} samples, classes {train.classes}", flush=True)
     model = WaveGAN(cfg)
     if args.init_from:
-        _warm_start(model, args.init_from)
+        warm_start(model, load_pretrained(args.init_from), args.init_from)
     result = fit(model.to(run.device), train.audio, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                  batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
