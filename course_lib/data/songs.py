@@ -377,7 +377,9 @@ def estimate_tempo(wav: Any, sample_rate: int, min_bpm: float = 60.0, max_bpm: f
     autocorrelation ``ac`` peaks at the beat and at every metrical level (eighth notes, half bars,
     bars). Octave errors are settled in two steps: a lag scores the mean of ``ac`` at its first four
     multiples (all peaks for the beat and slower levels, not for eighth notes or dotted beats), and
-    the beat is the fastest lag within [min_bpm, max_bpm] scoring within 70% of the best.
+    the beat is the fastest lag within [min_bpm, max_bpm] scoring within 70% of the best. Multiples past
+    60% of the clip are left out: the autocorrelation there averages too few products (with them, only 19%
+    of 3-s cuts of 48 val songs came within 5% of their tempo; without, 96%; at 5-6 s both 100%).
     """
     x = _mono(wav, sample_rate, 2.0)
     hop = max(1, round(sample_rate / 125))
@@ -393,7 +395,7 @@ def estimate_tempo(wav: Any, sample_rate: int, min_bpm: float = 60.0, max_bpm: f
     for m in range(1, 5):                          # comb(lag): mean height of ac at the lag's first 4 multiples
         w = m // 2                                 # (a beat's multiples are all peaks, an eighth note's are not)
         near = np.lib.stride_tricks.sliding_window_view(np.pad(ac, w, constant_values=-np.inf), 2 * w + 1).max(1)
-        ok = m * lags + w < n
+        ok = m * lags + w < int(0.6 * n)          # the autocorrelation's tail (few products) is too noisy
         comb[ok] += near[m * lags[ok]]
         count[ok] += 1
     comb /= count
