@@ -190,4 +190,7 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     wav = _tones(2, 0.5)
     for a, b in zip(before.encode(wav), after.encode(wav)):
         torch.testing.assert_close(a, b)
-    assert checkpoint.read_card("jb2-vqvae")["decoders_only"] is True
+    fine = checkpoint.read_card("jb2-vqvae")
+    assert fine["decoders_only"] is True and fine["init_from"] == "jb-vqvae"
+    assert [r["checkpoint"] for r in fine["runs_before"]] == ["jb-vqvae"]
+    assert fine["runs_before"][0]["metrics"] == vq_card["metrics"] and fine["runs_before"][0]["steps"] == 2

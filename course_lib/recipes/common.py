@@ -210,6 +210,16 @@ def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str) -> Non
     model.load_state_dict(theirs)
 
 
+def runs_before(name: str) -> list[dict[str, Any]]:
+    """The runs that made ``--init-from NAME``, oldest first: its card's ``runs_before`` and its own run.
+
+    A fine-tuned checkpoint's card lists them, so its whole history (commands, steps, wall time, metrics
+    of each stage) stays readable after the earlier checkpoint is replaced."""
+    info = read_card(name)
+    own = {k: info[k] for k in ("command", "commit", "steps", "train_wall_time_s", "metrics") if k in info}
+    return [*info.get("runs_before", []), {"checkpoint": name, **own}]
+
+
 def best_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     """Best-of-``repeat`` wall time of ``fn()`` in seconds after ``warmup`` calls (the least disturbed run)."""
     for _ in range(warmup):

@@ -32,7 +32,7 @@ from course_lib.metrics import multiscale_mel_distance
 from course_lib.quantize import codebook_stats
 from course_lib.audio import save
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser, warm_start)
+                                       positive_float, positive_int, runs_before, train_parser, warm_start)
 from course_lib.train import is_main_process
 
 __all__ = ["load_songs", "encode_songs", "vqvae_report", "prior_report", "style_classifier", "generation_report",
@@ -228,7 +228,7 @@ def train_cli(argv: Sequence[str]) -> int:
             val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, args.seconds, args.seed)
             metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds)
     info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
-                decoders_only=args.decoders_only,
+                decoders_only=args.decoders_only, runs_before=runs_before(args.init_from) if args.init_from else [],
                 eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
                       "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
     return export(run, result, config, info, dtype=torch.float16)
