@@ -359,6 +359,7 @@ def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budge
         return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
 
     trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    frozen.requires_grad_(True)
     return trainer.result(model.eval())
 
 
@@ -415,10 +416,17 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
 def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budget_s: float | None = None,
                generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
                batch_size: int = 8, lr: float = 1e-3, settings: dict | None = None, progress: bool = True,
-               log_every: int = 10) -> TrainResult:
-    """Train the top prior and both upsamplers together on pre-encoded songs (AdamW, warm-up + cosine)."""
+               log_every: int = 10, upsamplers_only: bool = False) -> TrainResult:
+    """Train the top prior and both upsamplers together on pre-encoded songs (AdamW, warm-up + cosine).
+
+    ``upsamplers_only``: keep the top prior as it is (its loss is still logged) and train the upsamplers,
+    as the paper trains each level's model on its own. A top prior of a few hundred songs overfits long
+    before the upsamplers stop learning.
+    """
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(priors.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    priors.top.requires_grad_(not upsamplers_only)
+    opt = torch.optim.AdamW([p for p in priors.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
+                            weight_decay=0.01)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -427,9 +435,13 @@ def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budge
         progress=progress, settings=settings), {"lr": sched}, generators={"batches": generator})
 
     def step_fn(step: int) -> PriorLosses:
-        return optimizer_step(prior_losses(priors, data, batch_size, generator), opt, 1.0)
+        losses = prior_losses(priors, data, batch_size, generator)
+        if upsamplers_only:
+            losses = losses._replace(total=losses.middle + losses.bottom)
+        return optimizer_step(losses, opt, 1.0)
 
     trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    priors.top.requires_grad_(True)
     return trainer.result(priors.eval())
 
 

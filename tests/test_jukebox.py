@@ -194,3 +194,13 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert fine["decoders_only"] is True and fine["init_from"] == "jb-vqvae"
     assert [r["checkpoint"] for r in fine["runs_before"]] == ["jb-vqvae"]
     assert fine["runs_before"][0]["metrics"] == vq_card["metrics"] and fine["runs_before"][0]["steps"] == 2
+    # Upsamplers trained on their own keep the top prior, weight for weight.
+    with pytest.raises(SystemExit, match="--init-from"):
+        R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--upsamplers-only", "--out", "jb3-priors"])
+    assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors",
+                        "--upsamplers-only", "--gen-per-style", "0", "--run-dir", "runs/jb3", "--out", "jb3-priors"]) == 0
+    ups = checkpoint.load_pretrained("jb3-priors", J.JukeboxPriors, J.PriorConfig)
+    for (k, a), b in zip(before.priors.top.state_dict().items(), ups.top.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert not all(torch.equal(a, b) for a, b in zip(before.priors.upsamplers.parameters(), ups.upsamplers.parameters()))
+    assert checkpoint.read_card("jb3-priors")["upsamplers_only"] is True

@@ -165,6 +165,8 @@ def _train_parser():
     p.add_argument("--decoders-only", action="store_true",
                    help="stage vqvae with --init-from: keep its encoders and codebooks (every song keeps its codes, "
                         "its priors stay valid) and train only the decoders")
+    p.add_argument("--upsamplers-only", action="store_true",
+                   help="stage priors with --init-from: keep its top prior and train only the two upsamplers")
     p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
                    help="generated songs per style measured on the priors' card (0: none)")
     p.add_argument("--gen-seconds", type=positive_float, default=GEN_SECONDS, help="their length")
@@ -178,13 +180,15 @@ def train_cli(argv: Sequence[str]) -> int:
     batch, lr = args.batch_size, args.lr or (3e-4 if vq else 1e-3)
     if args.decoders_only and not (vq and args.init_from):
         raise SystemExit("--decoders-only keeps a trained VQ-VAE's codes: use it with --stage vqvae --init-from NAME.")
+    if args.upsamplers_only and not (not vq and args.init_from):
+        raise SystemExit("--upsamplers-only keeps a trained top prior: use it with --stage priors --init-from NAME.")
     if not vq and args.vqvae is None:
         raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
     if args.run_dir is None:
         args.run_dir = f"runs/jukebox-songs/{args.stage}"
     run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
                    vqvae=args.vqvae, init_from=args.init_from,
-                   decoders_only=args.decoders_only)
+                   decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only)
     n_train, n_test = args.train_size or 256, args.eval_size or 64
     audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
     test_audio, test_attrs, _ = load_songs("test", n_test, args.seconds, args.seed)
@@ -215,7 +219,7 @@ def train_cli(argv: Sequence[str]) -> int:
         model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, upsamplers_only=args.upsamplers_only)
         if not is_main_process() or not result.finished:
             return export(run, result, config, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
@@ -228,7 +232,7 @@ def train_cli(argv: Sequence[str]) -> int:
             val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, args.seconds, args.seed)
             metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds)
     info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
-                decoders_only=args.decoders_only, runs_before=runs_before(args.init_from) if args.init_from else [],
+                decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only, runs_before=runs_before(args.init_from) if args.init_from else [],
                 eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
                       "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
     return export(run, result, config, info, dtype=torch.float16)
