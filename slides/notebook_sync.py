@@ -94,6 +94,16 @@ def write_notebook(path: Path, nb: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- README: checkpoints from their cards
+def _jukebox_reference(m: dict) -> str:
+    """What the style ruler says of the VQ-VAE's reconstructions of real songs (cards since the reference report)."""
+    if "reference" not in m:
+        return ""
+    r = m["reference"]
+    return (f" (the same rulers on {r['songs']} real songs: style {_pct(r['real']['style_accuracy'])}, on their "
+            f"bottom-level reconstructions {_pct(r['bottom_reconstruction']['style_accuracy'])})")
+
+
+
 
 README = ROOT / "README.md"
 _TABLE_RE = re.compile(r"(<!-- checkpoints:begin -->\n).*?(<!-- checkpoints:end -->)", re.S)
@@ -151,7 +161,8 @@ def _scores(card: dict) -> tuple[str, str]:
         return ("Jukebox-style transformer priors (style, key and tempo conditioning)",
                 "held-out bits per token " + " / ".join(f"{m[k]['bits_per_token']:.2f}" for k in levels) +
                 " (top / middle / bottom; unigram " + " / ".join(f"{m[k]['unigram_bits_per_token']:.2f}" for k in levels) +
-                f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}")
+                f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}, "
+                f"median tempo error {_pct(gen['median_relative_tempo_error'])}" + _jukebox_reference(m))
     if arch == "MelVAE":
         return ("AudioLDM's 2-D KL-VAE of mel spectrograms (8 latent channels, 4x smaller in time and frequency)",
                 f"through Griffin-Lim, mel distance {m['vae->griffin_lim']['mel_distance_db']:.2f} dB from the VAE vs "

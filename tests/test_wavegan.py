@@ -32,6 +32,7 @@ def test_shapes(num_layers, length):
 
 
 def test_generate_is_deterministic_under_a_generator():
+    torch.manual_seed(0)              # some initial weights give a constant output whatever the latent
     model = W.WaveGAN(TINY)
     a = model.generate(2, torch.Generator().manual_seed(1))
     b = model.generate(2, torch.Generator().manual_seed(1))
