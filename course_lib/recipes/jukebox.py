@@ -135,9 +135,9 @@ def reference_report(model: Jukebox, clf: gan_eval.AudioClassifier, audio: torch
     audio = audio[..., :round(seconds * model.sample_rate)]
     codes = model.encode(audio)
     out = {"songs": len(audio)}
+    style = torch.tensor([list(model.styles).index(a["style"]) for a in attributes])
     for name, wav in (("real", audio), ("bottom_reconstruction", model.decode(codes[0], 0)[..., :audio.shape[-1]]),
                       ("top_reconstruction", model.decode(codes[2], 2)[..., :audio.shape[-1]])):
-        style = torch.tensor([list(model.styles).index(a["style"]) for a in attributes])
         tempo_err = [abs(estimate_tempo(w, model.sample_rate) - a["tempo_bpm"]) / a["tempo_bpm"]
                      for w, a in zip(wav, attributes)]
         out[name] = {"style_accuracy": round(float((clf.predict(wav).logits.argmax(-1) == style).float().mean()), 4),
@@ -232,7 +232,8 @@ def train_cli(argv: Sequence[str]) -> int:
             val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, args.seconds, args.seed)
             metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds)
     info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
-                decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only, runs_before=runs_before(args.init_from) if args.init_from else [],
+                decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
+                runs_before=runs_before(args.init_from) if args.init_from else [],
                 eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
                       "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
     return export(run, result, config, info, dtype=torch.float16)
