@@ -175,7 +175,8 @@ def test_estimate_tempo_on_real_songs(real):
     assert np.mean(np.array(err) < 0.04) >= 0.9                                  # octave errors are rare
     short = [abs(estimate_tempo(w[..., :3 * SR], SR) - a["tempo_bpm"]) / a["tempo_bpm"]   # generated songs' length
              for w, a in zip(real.audio[:32], real.attributes[:32])]
-    assert np.mean(np.array(short) < 0.05) >= 0.8, short                         # was 0.19 with the noisy tail
+    # 0.19 on 3-s cuts of val songs while the noisy lags near the clip's end still counted
+    assert np.mean(np.array(short) < 0.05) >= 0.8, short
 
 
 def test_estimate_tempo_of_a_click_track():
