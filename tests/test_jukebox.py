@@ -160,6 +160,25 @@ def test_checkpoints_round_trip(tmp_path):
     assert loaded.styles == ("a", "b")
 
 
+def test_song_codes_are_encoded_once_and_again_when_the_vqvae_changes(tmp_path, monkeypatch):
+    from course_lib.recipes import jukebox as R
+    torch.manual_seed(0)
+    vqvae, wav = J.HierarchicalVQVAE(TINY).eval(), _tones(3)
+    attrs = [{"style": "a", "key": "C major", "tempo_bpm": 100.0}] * 3
+    path = tmp_path / "codes-train.pt"
+    first = R.encode_songs_cached(path, vqvae, wav, attrs, ("a", "b"), 0.5)
+    assert path.exists() and list(tmp_path.iterdir()) == [path]                   # no temporary file left
+    calls = []
+    monkeypatch.setattr(R, "encode_songs", lambda *a: calls.append(a) or first)
+    again = R.encode_songs_cached(path, vqvae, wav, attrs, ("a", "b"), 0.5)
+    assert calls == [] and all(torch.equal(a, b) for a, b in zip(first.codes, again.codes))
+    with torch.no_grad():
+        next(vqvae.decoders[0].parameters()).add_(0.1)
+    R.encode_songs_cached(path, vqvae, wav, attrs, ("a", "b"), 0.5)              # other weights: encoded again
+    R.encode_songs_cached(path, vqvae, wav, attrs[:2] + [{**attrs[0], "style": "b"}], ("a", "b"), 0.5)
+    assert len(calls) == 2
+
+
 def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkeypatch):
     from functools import partial
 
@@ -171,6 +190,8 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert R.train_cli(["--stage", "vqvae", *common, "--out", "jb-vqvae"]) == 0
     assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--out", "jb-priors",
                         "--gen-per-style", "1", "--gen-seconds", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs/jukebox-songs/priors").glob("codes-*.pt")) == \
+        ["codes-test.pt", "codes-train.pt"]                                     # a resumed run does not encode again
     vq_card, prior_card = checkpoint.read_card("jb-vqvae"), checkpoint.read_card("jb-priors")
     assert vq_card["stopped_by"] == prior_card["stopped_by"] == "max_steps"
     assert set(vq_card["metrics"]) == {"bottom", "middle", "top"} and prior_card["metrics"]["generated"]["songs"] == 6

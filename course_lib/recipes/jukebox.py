@@ -16,7 +16,9 @@ Rulers (chosen before training, none of them used in training):
 """
 from __future__ import annotations
 
+import io
 import math
+import hashlib
 import argparse
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,8 +37,8 @@ from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, 
                                        positive_float, positive_int, runs_before, train_parser, warm_start)
 from course_lib.train import is_main_process
 
-__all__ = ["load_songs", "encode_songs", "vqvae_report", "prior_report", "style_classifier", "generation_report",
-           "reference_report", "train_cli", "eval_cli", "generate_cli", "bench"]
+__all__ = ["load_songs", "encode_songs", "encode_songs_cached", "vqvae_report", "prior_report", "style_classifier",
+           "generation_report", "reference_report", "train_cli", "eval_cli", "generate_cli", "bench"]
 
 SECONDS = 6.0          # training and test songs
 GEN_PER_STYLE, GEN_SECONDS = 2, 3.0      # generated songs per style on the card, and their length
@@ -58,6 +60,28 @@ def encode_songs(vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list
     style = torch.tensor([list(styles).index(a["style"]) for a in attributes])
     return SongCodes(codes, style, [a["key"] for a in attributes], [float(a["tempo_bpm"]) for a in attributes],
                      seconds)
+
+
+def encode_songs_cached(path: Path, vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list[dict],
+                        styles: Sequence[str], seconds: float) -> SongCodes:
+    """:func:`encode_songs`, kept in ``path`` so that a resumed run does not encode again (2,048 songs take
+    about 50 minutes on one thread). The file names the VQ-VAE's weights and the songs; any change re-encodes."""
+    digest = hashlib.sha256()
+    for tensor in vqvae.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for a in attributes:
+        digest.update(repr(sorted(a.items())).encode())
+    stamp = {"vqvae_and_songs_sha256": digest.hexdigest(), "songs": len(audio), "samples": audio.shape[-1]}
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved["stamp"] == stamp:
+            return SongCodes(**saved["codes"])
+    data = encode_songs(vqvae, audio, attributes, styles, seconds)
+    buffer = io.BytesIO()
+    torch.save({"stamp": stamp, "codes": data._asdict()}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(path, buffer.getvalue())
+    return data
 
 
 @torch.no_grad()
@@ -209,8 +233,8 @@ def train_cli(argv: Sequence[str]) -> int:
         config = model.config
     else:
         vqvae = checkpoint.load_pretrained(args.vqvae, HierarchicalVQVAE, VQVAEConfig)
-        data, test = (encode_songs(vqvae, a, t, ds.classes, args.seconds)
-                      for a, t in ((audio, attrs), (test_audio, test_attrs)))
+        data, test = (encode_songs_cached(run.run_dir / f"codes-{split}.pt", vqvae, a, t, ds.classes, args.seconds)
+                      for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
                          codebook_size=vqvae.config.codebook_size)
         model = JukeboxPriors(config)
