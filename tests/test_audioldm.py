@@ -353,6 +353,17 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     istft_card = checkpoint.read_card("runs/v2/checkpoint")
     assert istft_card["settings"]["vocoder_preset"] == "tiny-istft" and istft_card["adversarial_start"] == 2
     assert load_vocoder("runs/v2/checkpoint").config.generator == "istft"      # no discriminator steps by default
+    # The discriminators join a trained vocoder: it starts from its weights and its card keeps the first run.
+    with pytest.raises(SystemExit, match="--stage vocoder"):
+        recipe.train_cli(["--stage", "vae", *base, "--init-from", "runs/v2/checkpoint", "--run-dir", "runs/v4"])
+    with pytest.raises(SystemExit, match="same preset"):
+        recipe.train_cli(["--stage", "vocoder", *base, "--init-from", "runs/v2/checkpoint", "--run-dir", "runs/v4"])
+    assert recipe.train_cli(["--stage", "vocoder", *base, "--vocoder-preset", "tiny-istft", "--init-from",
+                             "runs/v2/checkpoint", "--adversarial-start", "0", "--run-dir", "runs/v3"]) == 0
+    gan_card = checkpoint.read_card("runs/v3/checkpoint")
+    assert gan_card["adversarial_start"] == 0 and gan_card["init_from"] == "runs/v2/checkpoint"
+    assert [r["checkpoint"] for r in gan_card["runs_before"]] == ["runs/v2/checkpoint"]
+    assert gan_card["metrics"] != istft_card["metrics"]                          # it trained on
     with pytest.raises(SystemExit, match="--vae and --vocoder"):
         recipe.train_cli(["--stage", "unet", *base])
     parts = ["--vae", "runs/audioldm-synthworld/vae/checkpoint", "--vocoder", "runs/audioldm-synthworld/vocoder/checkpoint"]

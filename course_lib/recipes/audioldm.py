@@ -40,7 +40,7 @@ from course_lib.clap import load_pretrained as load_clap
 from course_lib.data import FAMILY_OF, SynthWorld, captions
 from course_lib.metrics import frechet_distance, multiscale_mel_distance, pesq_wb
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser)
+                                       positive_float, positive_int, runs_before, train_parser, warm_start)
 from course_lib.train import is_main_process
 
 __all__ = ["load_clips", "mels_of", "clap_embeddings", "reconstruction_report", "split_prompts",
@@ -180,6 +180,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-preset", choices=sorted(voc.PRESETS), default=None,
                    help="stage vocoder: a course_lib.vocoder preset (default: the AudioLDM preset's, e.g. small = "
                         "HiFi-GAN; istft = Vocos)")
+    p.add_argument("--init-from", default=None,
+                   help="stage vocoder: start from this vocoder of the same preset (a folder or name), e.g. to let "
+                        "the discriminators join a vocoder trained without them (--adversarial-start 0)")
     p.add_argument("--per-class", type=nonnegative_int, default=2, help="stage unet: generated clips per class "
                                                                          "and prompt split on the card (0: none)")
     p.add_argument("--gen-steps", type=positive_int, default=GEN_STEPS, help="stage unet: DDIM steps of those clips")
@@ -191,6 +194,8 @@ def train_cli(argv: Sequence[str]) -> int:
     args = _train_parser().parse_args(argv)
     if args.stage == "unet" and (args.vae is None or args.vocoder is None):
         raise SystemExit("--stage unet needs --vae and --vocoder: the folders the vae and vocoder stages exported.")
+    if args.init_from and args.stage != "vocoder":
+        raise SystemExit("--init-from starts a vocoder from a trained one: use it with --stage vocoder.")
     lr = args.lr or (5e-4 if args.stage == "vae" else 2e-4)
     if args.stage == "unet" and args.out and not args.force:
         shipped = [f"{args.out}-{p}" for p in PARTS if Path(f"{args.out}-{p}").exists()
@@ -200,7 +205,7 @@ def train_cli(argv: Sequence[str]) -> int:
                              f"replace them on purpose, or leave --out out (the default writes under runs/).")
     args.run_dir = args.run_dir or f"runs/audioldm-synthworld/{args.stage}"
     run = plan_run(args, "audioldm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, vae=args.vae,
-                   vocoder=args.vocoder, adversarial_start=args.adversarial_start,
+                   vocoder=args.vocoder, adversarial_start=args.adversarial_start, init_from=args.init_from,
                    **({"vocoder_preset": args.vocoder_preset} if args.vocoder_preset else {}))
     config = AudioLDMConfig.preset(run.preset)
     n_train, n_test = args.train_size or 4096, args.eval_size or 256
@@ -228,14 +233,19 @@ def train_cli(argv: Sequence[str]) -> int:
         vcfg = voc.VocoderConfig.preset(args.vocoder_preset or config.vocoder)
         default_start = run.steps if vcfg.generator == "istft" else 3 * run.steps // 4
         start = args.adversarial_start if args.adversarial_start is not None else default_start
-        result = voc.fit_vocoder(voc.Vocoder(vcfg).to(run.device), list(audio), adversarial_start=start,
+        vocoder = voc.Vocoder(vcfg)
+        if args.init_from:
+            warm_start(vocoder, voc.load_pretrained(args.init_from), args.init_from)
+        result = voc.fit_vocoder(vocoder.to(run.device), list(audio), adversarial_start=start,
                                  adversarial=start < run.steps, **common)
         if not is_main_process() or not result.finished:
             return export(run, result, vcfg, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)
         metrics = reconstruction_report(test_audio, test_labels, classes, vocoder=result.model, seed=args.seed)
-        return export(run, result, vcfg, card(run, result, ["synthworld"], metrics, stage="vocoder",
-                                              adversarial_start=start, eval=eval_info), dtype=torch.float16)
+        info = card(run, result, ["synthworld"], metrics, stage="vocoder", adversarial_start=start,
+                    init_from=args.init_from, runs_before=runs_before(args.init_from) if args.init_from else [],
+                    eval=eval_info)
+        return export(run, result, vcfg, info, dtype=torch.float16)
     vae = checkpoint.load_pretrained(args.vae, MelVAE, AudioLDMConfig)
     clap = load_clap(config.clap)
     unet = UNet(vae.config).to(run.device)
