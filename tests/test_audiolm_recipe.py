@@ -14,6 +14,7 @@ import torch
 from course_lib import audiolm as A
 from course_lib import checkpoint
 from course_lib import codec as C
+from course_lib.baselines import opus
 from course_lib import hubert as H
 from course_lib.recipes import audiolm as R
 from course_lib.recipes import audiolm_rulers as rulers
@@ -149,6 +150,10 @@ def test_probe_and_ruler_separate_what_they_should():
     tone = [0.3 * torch.sin(torch.arange(8000) * f)[None] for f in (0.05, 0.05, 0.2, 0.2)]
     ruler = rulers.speaker_ruler(tone, ["low", "low", "high", "high"])
     assert ruler.predict(tone).tolist() == [1, 1, 0, 0]             # names sorted: high, low
+    coded = rulers.speaker_ruler(tone, ["low", "low", "high", "high"], coded_bitrates=(6000.0,))
+    through_opus = [opus(t[None], 16_000, 6000.0).audio[0] for t in tone]
+    assert coded.predict(through_opus).tolist() == coded.predict(tone).tolist() == [1, 1, 0, 0]
+    assert not torch.equal(coded.classifier.mean, ruler.classifier.mean)     # the coded copies are in its statistics
 
 
 def test_digit_ruler_recognises_digits_of_voices_it_never_heard():

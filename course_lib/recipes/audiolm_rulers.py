@@ -6,7 +6,8 @@
   never saw), for the semantic tokens, a k-means of MFCCs with the same vocabulary (the baseline) and the
   codec's coarse and fine codes, beside chance.
 - :func:`speaker_test`: AudioLM's speaker test (Borsos et al. 2023, Table III): a speaker classifier on mel
-  statistics, trained on other real utterances of the prompts' speakers, names the speaker of each
+  statistics, trained on other real utterances of the prompts' speakers (as recorded and through Opus), names
+  the speaker of each
   continuation with and without the acoustic prompt.
 - :func:`intelligibility_report`: a digit classifier on time-normalised log-mel spectrograms, trained on real
   digits of other voices, recognises digits resynthesised from their ground-truth semantic tokens in another
@@ -26,6 +27,7 @@ from torch import Tensor
 from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
 from course_lib.audio import resample
+from course_lib.baselines import opus
 from course_lib.audiolm import AudioLM, AudioTokens, CoarseStage, FineStage, SemanticStage, coarse_quantizers, dedup
 from course_lib.data import voices
 from course_lib.data.fsdd import DIGITS, find_fsdd, fsdd
@@ -218,11 +220,18 @@ class SpeakerRuler(NamedTuple):
         return self.classifier.predict(speaker_features(clips))
 
 
-def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str]) -> SpeakerRuler:
-    """Fit the ruler on real clips (1, T) labelled by speaker name."""
+CODED_BITRATES = (6000.0, 8000.0, 12000.0)   # Opus bitrates (bit/s) the speaker test's ruler also hears its voices at
+
+
+def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str],
+                  coded_bitrates: Sequence[float] = ()) -> SpeakerRuler:
+    """Fit the ruler on real clips (1, T) labelled by speaker name, and on the same clips coded and decoded by
+    Opus at each of ``coded_bitrates``: a voice must be named through a codec too (a continuation always is
+    coded), and Opus is no part of any model it judges."""
+    coded = [opus(c.reshape(1, 1, -1), SR, b).audio.reshape(1, -1) for b in coded_bitrates for c in clips]
     names = sorted(set(speakers))
-    y = torch.tensor([names.index(s) for s in speakers])
-    return SpeakerRuler(fit_linear(speaker_features(clips), y, len(names)), names)
+    y = torch.tensor([names.index(s) for s in speakers] * (1 + len(coded_bitrates)))
+    return SpeakerRuler(fit_linear(speaker_features([*clips, *coded]), y, len(names)), names)
 
 
 def _roster(which: str, n: int) -> list[str]:
@@ -232,18 +241,21 @@ def _roster(which: str, n: int) -> list[str]:
 
 @torch.no_grad()
 def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, prompts_per_speaker: int = 2,
-                 ruler_utterances: int = 4, seed: int = 0) -> dict:
+                 ruler_utterances: int = 4, seed: int = 0, coded_bitrates: Sequence[float] = CODED_BITRATES) -> dict:
     """AudioLM's speaker test: does a continuation keep its prompt's speaker?
 
     ``n_speakers`` espeak-ng speakers of the ``which`` roster ("train": seen in training, "heldout": never);
-    the ruler learns them from ``ruler_utterances`` "val" utterances each; the prompts are the first half
+    the ruler learns them from ``ruler_utterances`` "val" utterances each, as recorded and through Opus at
+    ``coded_bitrates`` (trained on uncoded speech alone it named the speaker of 30% of Opus-6-kbps-coded
+    held-out sentences, against 100% uncoded: a ruler that fails on any codec cannot judge acoustic tokens);
+    the prompts are the first half
     of the coarse window of "test" utterances, continued by the other half, with and without the acoustic
     prompt; the real rest of each utterance is the ceiling, and the same rest coded and decoded by the model's
     codec is the ceiling its acoustic tokens allow.
     """
     names = _roster(which, n_speakers)
     r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
-    ruler = speaker_ruler(r_clips, [i.rsplit(":", 1)[1] for i in r_ids])
+    ruler = speaker_ruler(r_clips, [i.rsplit(":", 1)[1] for i in r_ids], coded_bitrates)
     cfg, hop = model.config, model.config.hop_length * model.config.frames_per_semantic    # samples per token
     half = cfg.coarse_frames // cfg.frames_per_semantic // 2                                 # tokens
     p_len, new_len = half * hop, half * hop
