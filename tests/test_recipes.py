@@ -54,6 +54,15 @@ def test_default_output_is_under_runs_and_shipped_checkpoints_need_force(tmp_pat
     assert common.plan_run(args, "codec", []).out == shipped      # asked for on purpose
 
 
+def test_a_model_in_parts_refuses_to_replace_its_shipped_parts(tmp_path):
+    shipped = str(checkpoint.checkpoint_root() / "audiolm-speech")             # audiolm-speech-fine etc. are shipped
+    with pytest.raises(SystemExit, match="audiolm-speech-fine.*--force"):
+        common.refuse_shipped_parts(shipped, ("semantic", "coarse", "fine"), force=False)
+    common.refuse_shipped_parts(shipped, ("semantic", "coarse", "fine"), force=True)            # on purpose
+    common.refuse_shipped_parts(str(tmp_path / "mine"), ("semantic", "coarse", "fine"), force=False)
+    common.refuse_shipped_parts(None, ("fine",), force=False)                   # the default writes under runs/
+
+
 def test_a_stopped_run_exits_nonzero_exports_nothing_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"

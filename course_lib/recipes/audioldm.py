@@ -40,7 +40,8 @@ from course_lib.clap import load_pretrained as load_clap
 from course_lib.data import FAMILY_OF, SynthWorld, captions
 from course_lib.metrics import frechet_distance, multiscale_mel_distance, pesq_wb
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, runs_before, train_parser, warm_start)
+                                       positive_float, positive_int, refuse_shipped_parts, runs_before, train_parser,
+                                       warm_start)
 from course_lib.train import is_main_process
 
 __all__ = ["load_clips", "mels_of", "clap_embeddings", "reconstruction_report", "split_prompts",
@@ -197,12 +198,8 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.init_from and args.stage != "vocoder":
         raise SystemExit("--init-from starts a vocoder from a trained one: use it with --stage vocoder.")
     lr = args.lr or (5e-4 if args.stage == "vae" else 2e-4)
-    if args.stage == "unet" and args.out and not args.force:
-        shipped = [f"{args.out}-{p}" for p in PARTS if Path(f"{args.out}-{p}").exists()
-                   and Path(f"{args.out}-{p}").resolve().is_relative_to(checkpoint.checkpoint_root().resolve())]
-        if shipped:
-            raise SystemExit(f"--out {args.out} would replace the shipped checkpoints {shipped}. Pass --force to "
-                             f"replace them on purpose, or leave --out out (the default writes under runs/).")
+    if args.stage == "unet":
+        refuse_shipped_parts(args.out, PARTS, args.force)
     args.run_dir = args.run_dir or f"runs/audioldm-synthworld/{args.stage}"
     run = plan_run(args, "audioldm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, vae=args.vae,
                    vocoder=args.vocoder, adversarial_start=args.adversarial_start, init_from=args.init_from,

@@ -47,7 +47,7 @@ from course_lib.recipes import codec as codec_recipe
 from course_lib.recipes.audiolm_rulers import (SR, digit_ruler, fsdd_digits, intelligibility_report, probe_report,
                                                speaker_test, spoken_digits, stage_report)
 from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser)
+                                       positive_float, positive_int, refuse_shipped_parts, train_parser)
 from course_lib.train import TrainResult, is_main_process
 
 __all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "train_cli", "eval_cli", "generate_cli", "bench"]
@@ -196,12 +196,8 @@ def train_cli(argv: Sequence[str]) -> int:
         codec_recipe._check_speaker(args.heldout_speaker)
     lr = args.lr or (5e-4 if args.stage == "hubert" else 1e-3)
     trio = args.stage == "fine" and args.semantic is not None
-    if trio and args.out and not args.force:
-        shipped = [f"{args.out}-{k}" for k in STAGES if Path(f"{args.out}-{k}").exists() and
-                   Path(f"{args.out}-{k}").resolve().is_relative_to(checkpoint.checkpoint_root().resolve())]
-        if shipped:
-            raise SystemExit(f"--out {args.out} would replace the shipped checkpoints {shipped}. Pass --force to "
-                             f"replace them on purpose, or leave --out out (the default writes under runs/).")
+    if trio:
+        refuse_shipped_parts(args.out, STAGES, args.force)
     args.run_dir = args.run_dir or f"runs/audiolm-{args.data}/{args.stage}"
     run = plan_run(args, "audiolm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, codec=args.codec,
                    hubert=args.hubert, heldout_speaker=args.heldout_speaker, dropout=args.dropout,

@@ -172,6 +172,15 @@ def plan_run(args: argparse.Namespace, family: str, argv: Sequence[str], **setti
                fixed)
 
 
+def refuse_shipped_parts(out: str | None, parts: Sequence[str], force: bool) -> None:
+    """A model in parts is written as ``OUT-PART`` folders: refuse ``--out OUT`` when one of them is shipped."""
+    folders = [Path(f"{out}-{p}") for p in parts] if out else []
+    shipped = [str(f) for f in folders if f.exists() and _inside(f, checkpoint_root())]
+    if shipped and not force:
+        raise SystemExit(f"--out {out} would replace the shipped checkpoints {shipped}. Pass --force to replace them "
+                         f"on purpose, or leave --out out (the default writes under runs/).")
+
+
 def card(run: Run, result: TrainResult, data: Sequence[str], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The one card schema: how a checkpoint was made and what it scores.
 
