@@ -31,11 +31,14 @@ from torch import Tensor
 from course_lib.audio import check_audio, mu_law_decode, mu_law_encode, quantize, resample
 
 __all__ = ["BaselineResult", "pcm", "mu_law", "downsample", "opus", "OPUS_MIN_BITRATE", "OPUS_MAX_BITRATE",
-           "OPUS_SAMPLE_RATES"]
+           "OPUS_SAMPLE_RATES", "RULER_OPUS_BITRATES"]
 
 OPUS_MIN_BITRATE = 6_000     # libsndfile maps compression_level 1.0 to 6 kbps ...
 OPUS_MAX_BITRATE = 256_000   # ... and 0.0 to 256 kbps, linearly in between
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
+# A ruler that judges decoded tokens also learns its real examples through Opus at these bitrates (bit/s): what it
+# learns then is the class or voice, not the absence of codec artifacts (and Opus is part of no course model).
+RULER_OPUS_BITRATES = (6000.0, 8000.0, 12000.0)
 
 
 class BaselineResult(NamedTuple):

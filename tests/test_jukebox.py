@@ -201,6 +201,7 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert again["generated"] == prior_card["metrics"]["generated"]
     assert again["reference"] == prior_card["metrics"]["reference"]
     assert set(again["reference"]) == {"songs", "real", "bottom_reconstruction", "top_reconstruction"}
+    assert {"style_accuracy", "style_accuracy_uncoded_ruler"} <= set(again["generated"])   # both rulers reported
     # A decoder-only fine-tune keeps every code, so the priors stay valid.
     with pytest.raises(SystemExit, match="--init-from"):
         R.train_cli(["--stage", "vqvae", *common, "--decoders-only", "--out", "jb2-vqvae"])

@@ -27,7 +27,7 @@ from torch import Tensor
 from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
 from course_lib.audio import resample
-from course_lib.baselines import opus
+from course_lib.baselines import RULER_OPUS_BITRATES, opus
 from course_lib.audiolm import AudioLM, AudioTokens, CoarseStage, FineStage, SemanticStage, coarse_quantizers, dedup
 from course_lib.data import voices
 from course_lib.data.fsdd import DIGITS, find_fsdd, fsdd
@@ -220,7 +220,7 @@ class SpeakerRuler(NamedTuple):
         return self.classifier.predict(speaker_features(clips))
 
 
-CODED_BITRATES = (6000.0, 8000.0, 12000.0)   # Opus bitrates (bit/s) the speaker test's ruler also hears its voices at
+CODED_BITRATES = RULER_OPUS_BITRATES   # Opus bitrates (bit/s) the speaker test's ruler also hears its voices at
 
 
 def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str],

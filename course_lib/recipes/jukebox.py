@@ -10,7 +10,8 @@ Rulers (chosen before training, none of them used in training):
   the spectral loss) on test songs; the paper's ordering is that the error rises from bottom to top.
 - priors: held-out bits per token per level beside a unigram baseline (the codes' own histogram).
 - generated songs: a style classifier trained on *test-split* songs only (never on the training
-  songs, never on generated audio); tempo and key estimated from the audio
+  songs, never on generated audio), as recorded and through Opus (:func:`style_classifier`; the same
+  classifier trained on songs as recorded only is kept as a second opinion); tempo and key estimated from the audio
   (:func:`course_lib.data.songs.estimate_tempo`, :func:`~course_lib.data.songs.estimate_key`);
   nearest-neighbour distance to the training songs' top codes against that of real test songs.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from course_lib import checkpoint, gan_eval
+from course_lib.baselines import RULER_OPUS_BITRATES, opus
 from course_lib.data.songs import STYLES, Songs, estimate_key, estimate_tempo
 from course_lib.jukebox import (PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPriors, PriorConfig, SongCodes,
                                 VQVAEConfig, fit_priors, fit_vqvae, load_pretrained, prior_losses, spectral_loss)
@@ -117,43 +119,56 @@ def prior_report(priors: JukeboxPriors, data: SongCodes, batches: int = 8, seed:
 
 
 def style_classifier(audio: torch.Tensor, attributes: list[dict], styles: Sequence[str], seed: int = 0,
-                     steps: int = 300) -> gan_eval.AudioClassifier:
-    """A log-mel conv net trained on real songs of the *test* split only (the ruler of generated styles)."""
+                     steps: int = 300, coded_bitrates: Sequence[float] = RULER_OPUS_BITRATES) -> gan_eval.AudioClassifier:
+    """A log-mel conv net trained on real songs of the *test* split only (the ruler of generated styles), as
+    recorded and through Opus at each of ``coded_bitrates`` (``()``: as recorded only). Generated songs reach the
+    ear through a decoder; trained on clean songs alone, the ruler named the style of 89% of real validation songs
+    but of 56% of their bottom-level reconstructions (and of 44% of their Opus-6-kbps copies); with the coded
+    copies: 94%, 89% and 100% (36 songs, the VQ-VAE of ``runs/jukebox-vq2``)."""
     labels = torch.tensor([list(styles).index(a["style"]) for a in attributes])
+    clips = torch.cat([audio, *(opus(audio, 16_000, b).audio for b in coded_bitrates)])
     with torch.random.fork_rng(devices=[]):                       # the same initial weights in train and eval
         torch.manual_seed(seed)
-        clf, _ = gan_eval.train_classifier(audio, labels, list(styles), 16_000, steps=steps, batch_size=16,
-                                           generator=torch.Generator().manual_seed(seed), noise_snr_db=None)
+        clf, _ = gan_eval.train_classifier(clips, labels.repeat(1 + len(coded_bitrates)), list(styles), 16_000,
+                                           steps=steps, batch_size=16, generator=torch.Generator().manual_seed(seed),
+                                           noise_snr_db=None)
     return clf
 
 
 @torch.no_grad()
 def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: torch.Tensor, test_top: torch.Tensor,
-                      per_style: int, seconds: float, seed: int = 0) -> dict:
-    """Style accuracy, tempo error and key accuracy of generated songs, and a nearest-neighbour check."""
+                      per_style: int, seconds: float, seed: int = 0,
+                      uncoded_clf: gan_eval.AudioClassifier | None = None) -> dict:
+    """Style accuracy, tempo error and key accuracy of generated songs, and a nearest-neighbour check.
+    ``uncoded_clf``: a second opinion on the style, the ruler trained on songs as recorded only."""
     g = torch.Generator().manual_seed(seed)
-    right, tempo_err, key_right, n, nn_gen = 0, [], 0, 0, []
+    right, right_uncoded, tempo_err, key_right, n, nn_gen = 0, 0, [], 0, 0, []
     keys = ("A minor", "C major", "E minor", "F major", "D minor", "G major")
     for s, style in enumerate(model.styles):
         key, tempo = keys[s % len(keys)], float(sum(STYLES[style].tempo) // 2)     # the middle of its range
         wav = model.generate(per_style, style, key, tempo, seconds, generator=g)
         right += int((clf.predict(wav).logits.argmax(-1) == s).sum())
+        if uncoded_clf is not None:
+            right_uncoded += int((uncoded_clf.predict(wav).logits.argmax(-1) == s).sum())
         for w in wav:
             tempo_err.append(abs(estimate_tempo(w, model.sample_rate) - tempo) / tempo)
             key_right += int(estimate_key(w, model.sample_rate).name == key)
         top = model.encode(wav)[2]
         nn_gen.append(_nn_distance(top, train_top))
         n += per_style
-    return {"songs": n, "style_accuracy": round(right / n, 4),
-            "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
-            "key_accuracy": round(key_right / n, 4),
-            "nn_top_code_mismatch_generated": round(float(torch.cat(nn_gen).median()), 4),
-            "nn_top_code_mismatch_test": round(float(_nn_distance(test_top, train_top).median()), 4)}
+    out = {"songs": n, "style_accuracy": round(right / n, 4),
+           "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
+           "key_accuracy": round(key_right / n, 4),
+           "nn_top_code_mismatch_generated": round(float(torch.cat(nn_gen).median()), 4),
+           "nn_top_code_mismatch_test": round(float(_nn_distance(test_top, train_top).median()), 4)}
+    if uncoded_clf is not None:
+        out["style_accuracy_uncoded_ruler"] = round(right_uncoded / n, 4)
+    return out
 
 
 @torch.no_grad()
 def reference_report(model: Jukebox, clf: gan_eval.AudioClassifier, audio: torch.Tensor, attributes: list[dict],
-                     seconds: float) -> dict:
+                     seconds: float, uncoded_clf: gan_eval.AudioClassifier | None = None) -> dict:
     """The rulers on real songs of another split (``val``), cut to ``seconds``, and on their VQ-VAE
     reconstructions from true codes: what generated songs could score at best through this VQ-VAE."""
     audio = audio[..., :round(seconds * model.sample_rate)]
@@ -168,6 +183,9 @@ def reference_report(model: Jukebox, clf: gan_eval.AudioClassifier, audio: torch
                      "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
                      "key_accuracy": round(sum(estimate_key(w, model.sample_rate).name == a["key"]
                                                for w, a in zip(wav, attributes)) / len(wav), 4)}
+        if uncoded_clf is not None:
+            out[name]["style_accuracy_uncoded_ruler"] = round(
+                float((uncoded_clf.predict(wav).logits.argmax(-1) == style).float().mean()), 4)
     return out
 
 
@@ -249,12 +267,13 @@ def train_cli(argv: Sequence[str]) -> int:
         checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
         metrics = prior_report(result.model, test, seed=args.seed)
         if args.gen_per_style:
-            clf = style_classifier(test_audio, test_attrs, ds.classes, args.seed)
+            clf, uncoded = (style_classifier(test_audio, test_attrs, ds.classes, args.seed, coded_bitrates=b)
+                            for b in (RULER_OPUS_BITRATES, ()))
             model = Jukebox(vqvae, result.model)
             metrics["generated"] = generation_report(model, clf, data.codes[2], test.codes[2], args.gen_per_style,
-                                                     args.gen_seconds, args.seed)
+                                                     args.gen_seconds, args.seed, uncoded)
             val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, args.seconds, args.seed)
-            metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds)
+            metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds, uncoded)
     info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
                 decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
                 runs_before=runs_before(args.init_from) if args.init_from else [],
@@ -282,13 +301,14 @@ def eval_cli(argv: Sequence[str]) -> dict:
                                   seed=seed)}
     per_style = args.per_style if args.per_style is not None else ev.get("gen_per_style", GEN_PER_STYLE)
     if per_style:
-        clf = style_classifier(test_audio, test_attrs, ds.classes, seed)
+        clf, uncoded = (style_classifier(test_audio, test_attrs, ds.classes, seed, coded_bitrates=b)
+                        for b in (RULER_OPUS_BITRATES, ()))
         train_top = encode_songs(model.vqvae, train_audio, train_attrs, ds.classes, seconds).codes[2]
         test_top = encode_songs(model.vqvae, test_audio, test_attrs, ds.classes, seconds).codes[2]
         gen_seconds = args.seconds or ev.get("gen_seconds", GEN_SECONDS)
-        out["generated"] = generation_report(model, clf, train_top, test_top, per_style, gen_seconds, seed)
+        out["generated"] = generation_report(model, clf, train_top, test_top, per_style, gen_seconds, seed, uncoded)
         val_audio, val_attrs, _ = load_songs("val", REFERENCE_SONGS, seconds, seed)
-        out["reference"] = reference_report(model, clf, val_audio, val_attrs, gen_seconds)
+        out["reference"] = reference_report(model, clf, val_audio, val_attrs, gen_seconds, uncoded)
     return out
 
 
