@@ -7,8 +7,7 @@
   codec's coarse and fine codes, beside chance.
 - :func:`speaker_test`: AudioLM's speaker test (Borsos et al. 2023, Table III): a speaker classifier on mel
   statistics, trained on other real utterances of the prompts' speakers (as recorded and through Opus), names
-  the speaker of each
-  continuation with and without the acoustic prompt.
+  the speaker of each continuation with and without the acoustic prompt.
 - :func:`intelligibility_report`: a digit classifier on time-normalised log-mel spectrograms, trained on real
   digits of other voices, recognises digits resynthesised from their ground-truth semantic tokens in another
   speaker's voice, beside the real clips and the codec's own reconstruction.
@@ -248,10 +247,9 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     the ruler learns them from ``ruler_utterances`` "val" utterances each, as recorded and through Opus at
     ``coded_bitrates`` (trained on uncoded speech alone it named the speaker of 30% of Opus-6-kbps-coded
     held-out sentences, against 100% uncoded: a ruler that fails on any codec cannot judge acoustic tokens);
-    the prompts are the first half
-    of the coarse window of "test" utterances, continued by the other half, with and without the acoustic
-    prompt; the real rest of each utterance is the ceiling, and the same rest coded and decoded by the model's
-    codec is the ceiling its acoustic tokens allow.
+    the prompts are the first half of the coarse window of "test" utterances, continued by the other half, with
+    and without the acoustic prompt; the real rest of each utterance is the ceiling, and the same rest coded and
+    decoded by the model's codec is the ceiling its acoustic tokens allow.
     """
     names = _roster(which, n_speakers)
     r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
