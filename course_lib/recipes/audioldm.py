@@ -48,7 +48,7 @@ __all__ = ["load_clips", "mels_of", "clap_embeddings", "reconstruction_report", 
            "text_to_audio_report", "generate_per_class", "classifier", "train_cli", "eval_cli", "generate_cli", "bench", "GUIDANCE_SCALES"]
 
 SECONDS = 1.0                       # SynthWorld clips; the latent of one second is (8, 16, 25)
-GUIDANCE_SCALES = (1.0, 2.5, 5.0)   # tried on the validation prompts; the best is used on the test prompts
+GUIDANCE_SCALES = (1.0, 2.5, 5.0, 7.5, 10.0)   # tried on the validation prompts; the best is used on the test prompts
 GEN_STEPS = 50                      # DDIM steps for the card's clips
 CLASSIFIER_STEPS = 400              # training steps of the independent classifier
 
