@@ -8,10 +8,13 @@ each able to reconstruct audio on its own, coarse at the top, detailed at the bo
 
 - the **top-level prior** generates top codes conditioned on style (genre), key and tempo (prefix
   tokens, as the paper's artist/genre tokens) and on timing (the song's total length as a prefix
-  token, the fraction of the song elapsed as an added per-position embedding);
+  token, the fraction of the song elapsed as an added per-position embedding); priors built with
+  ``beat_clock`` also hear a metronome at the requested tempo, a course addition (see
+  :meth:`JukeboxPriors.timing`);
 - two **upsamplers** generate the middle and bottom codes, each conditioned on the codes of the
   level above through the paper's conditioner: an embedding, dilated residual convolutions and a
-  transposed convolution that upsamples to the lower level's rate, added to every position.
+  transposed convolution that upsamples to the lower level's rate, added to every position, and on
+  the style (and the key, with ``key_upsamplers``) as prefix tokens.
 
 Faithful where it matters (openai/jukebox ``vqvae/encdec.py`` Encoder/Decoder with stride-2 conv
 blocks and Resnet1D stacks of dilation growth 3, ``vqvae/bottleneck.py`` EMA codebooks with random
@@ -224,6 +227,16 @@ class PriorConfig:
     length_buckets: int = 8                  # total song length in seconds, 1 .. 8+
     fraction_buckets: int = 16               # fraction of the song elapsed at a token (added embedding)
     conditioner_depth: int = 3               # dilated residual units of the upsamplers' conditioner
+    beat_clock: bool = False                 # the top prior also hears a metronome at the song's tempo (timing)
+    key_upsamplers: bool = False             # the upsamplers' prefix holds the key beside the style
+
+    @property
+    def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
+        return self.fraction_buckets + (4 if self.beat_clock else 0)
+
+    @property
+    def up_prefix_vocab_size(self) -> int:   # style | key (24 + unknown)
+        return len(self.styles) + (25 if self.key_upsamplers else 0)
 
     @property
     def prefix_vocab_size(self) -> int:      # style | key (24 + unknown) | tempo (+ unknown) | length
@@ -275,10 +288,10 @@ class JukeboxPriors(nn.Module):
         self.config = cfg = config or PriorConfig()
         self.top = TokenLM(TransformerConfig(
             vocab_size=cfg.codebook_size, block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
-            n_embd=cfg.top_width, prefix_vocab_size=cfg.prefix_vocab_size, cond_dim=cfg.fraction_buckets))
+            n_embd=cfg.top_width, prefix_vocab_size=cfg.prefix_vocab_size, cond_dim=cfg.top_cond_dim))
         self.upsamplers = nn.ModuleList(TokenLM(TransformerConfig(
             vocab_size=cfg.codebook_size, block_size=cfg.up_context + 1, n_layer=cfg.up_layers, n_head=cfg.n_heads,
-            n_embd=cfg.up_width, prefix_vocab_size=len(cfg.styles), cond_dim=cfg.up_width)) for _ in range(2))
+            n_embd=cfg.up_width, prefix_vocab_size=cfg.up_prefix_vocab_size, cond_dim=cfg.up_width)) for _ in range(2))
         self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_size, cfg.up_width, cfg.level_ratio,
                                                       cfg.conditioner_depth) for _ in range(2))
 
@@ -298,21 +311,40 @@ class JukeboxPriors(nn.Module):
         return torch.tensor([[sid, s + kid, s + 25 + tempo_bucket(tempo_bpm, cfg.tempo_buckets),
                               s + 25 + cfg.tempo_buckets + 1 + length]])
 
-    def timing(self, start: int, n: int, total: int) -> Tensor:
-        """(1, n, fraction_buckets) one-hot of the fraction of the song elapsed at tokens start..start+n-1."""
+    def upsampler_prefix(self, style: str | int, key: str | None) -> Tensor:
+        """(1, 1) the style id, or (1, 2) style and key (or unknown) when ``config.key_upsamplers``."""
+        ids = self.prefix(style, key, None, 1.0)[:, :2]
+        return ids if self.config.key_upsamplers else ids[:, :1]
+
+    def timing(self, start: int, n: int, total: int, tempo_bpm: float | None = None,
+               tokens_per_second: float = 125.0) -> Tensor:
+        """(1, n, top_cond_dim): one-hot of the fraction of the song elapsed at tokens start..start+n-1 (the
+        paper's timing signal) and, with ``config.beat_clock``, a metronome: sine and cosine of the beat's and
+        the half beat's phase at each token (songs start on a downbeat), zeros when the tempo is unknown.
+        Jukebox has no tempo input; a course-sized prior ignored a tempo prefix token (held-out loss equal with
+        the true and a shuffled tempo), so the clock states the tempo at every position."""
         pos = torch.arange(start, start + n, dtype=torch.float32)
         bucket = (pos / max(total, 1) * self.config.fraction_buckets).long().clamp(0, self.config.fraction_buckets - 1)
-        return F.one_hot(bucket, self.config.fraction_buckets).float()[None]
+        out = F.one_hot(bucket, self.config.fraction_buckets).float()
+        if self.config.beat_clock:
+            if tempo_bpm is None:
+                clock = torch.zeros(n, 4)
+            else:
+                phase = 2 * math.pi * pos / tokens_per_second * tempo_bpm / 60          # beats elapsed x 2 pi
+                clock = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos()], -1)
+            out = torch.cat([out, clock], -1)
+        return out[None]
 
-    def top_loss(self, codes: Tensor, prefix: Tensor, start: int, total: int) -> Tensor:
+    def top_loss(self, codes: Tensor, prefix: Tensor, start: int, total: int, tempo_bpm: float | None = None) -> Tensor:
         """Next-token loss of top codes (B, N) of a window starting at token ``start`` of a ``total``-token song."""
-        cond = self.timing(start, codes.shape[1], total).expand(codes.shape[0], -1, -1).to(codes.device)
+        cond = self.timing(start, codes.shape[1], total, tempo_bpm).expand(codes.shape[0], -1, -1).to(codes.device)
         return self.top(codes[:, :-1], targets=codes, prefix=prefix, cond=cond).loss
 
-    def upsampler_loss(self, level: int, codes: Tensor, upper: Tensor, style: Tensor) -> Tensor:
-        """Loss of level ``level`` codes (B, N) given the aligned upper codes (B, N / ratio) and style ids (B, 1)."""
+    def upsampler_loss(self, level: int, codes: Tensor, upper: Tensor, prefix: Tensor) -> Tensor:
+        """Loss of level ``level`` codes (B, N) given the aligned upper codes (B, N / ratio) and the
+        :meth:`upsampler_prefix` ids (B, 1 or 2)."""
         cond = self.conditioners[level](upper)                     # (B, N, C)
-        return self.upsamplers[level](codes[:, :-1], targets=codes, prefix=style, cond=cond).loss
+        return self.upsamplers[level](codes[:, :-1], targets=codes, prefix=prefix, cond=cond).loss
 
 
 # ============================================================================= training
@@ -398,10 +430,13 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
     prefix = torch.cat([priors.prefix(int(data.style[i]), None if h[0] else data.key[i],
                                       None if h[1] else data.tempo_bpm[i], data.seconds) for i, h in zip(idx, hide)])
     top = torch.stack([top_all[i, s:s + n_top] for i, s in zip(idx, starts.tolist())]).to(device)
-    # Timing of each window: the fraction of its song elapsed at every token.
-    cond = torch.cat([priors.timing(s, n_top, top_all.shape[1]) for s in starts.tolist()]).to(device)
+    # Timing of each window: the fraction of its song elapsed at every token (and the metronome, unless hidden).
+    rate = top_all.shape[1] / data.seconds                          # top tokens per second
+    cond = torch.cat([priors.timing(s, n_top, top_all.shape[1], None if h[1] else data.tempo_bpm[i], rate)
+                      for i, s, h in zip(idx, starts.tolist(), hide)]).to(device)
     l_top = priors.top(top[:, :-1], targets=top, prefix=prefix.to(device), cond=cond).loss
-    style = data.style[idx][:, None].to(device)
+    style = torch.cat([priors.upsampler_prefix(int(data.style[i]), None if h[0] else data.key[i])
+                       for i, h in zip(idx, hide)]).to(device)
     ups = []
     for level in (1, 0):                                            # middle from top, bottom from middle
         lower, upper = data.codes[level], data.codes[level + 1]
@@ -487,18 +522,19 @@ class Jukebox(nn.Module):
             return prompt[:, :total]
         cfg = self.priors.config
         prefix = self.priors.prefix(style, key, tempo_bpm, seconds).expand(n, -1)
-        cond = self.priors.timing(0, total, total).expand(n, -1, -1)
+        cond = self.priors.timing(0, total, total, tempo_bpm, self.vqvae.tokens_per_second(2)).expand(n, -1, -1)
         return self.priors.top.sample(prompt, total - prompt.shape[1], temperature=temperature, generator=generator,
                                       prefix=prefix, cond=cond, window_stride=cfg.top_context // 2)
 
     @torch.no_grad()
     def upsample(self, level: int, upper: Tensor, style: str, prompt: Tensor | None = None,
-                 generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
-        """Codes of ``level`` (0 or 1) from the codes of ``level + 1`` (B, N): (B, N * ratio), windowed."""
+                 generator: torch.Generator | None = None, temperature: float = 1.0, key: str | None = None) -> Tensor:
+        """Codes of ``level`` (0 or 1) from the codes of ``level + 1`` (B, N): (B, N * ratio), windowed.
+        ``key`` reaches upsamplers trained with ``key_upsamplers``; the others hear the style only."""
         cfg = self.priors.config
         n_out = upper.shape[1] * cfg.level_ratio
         cond = self.priors.conditioners[level](upper)               # (B, n_out, C)
-        style_ids = torch.full((upper.shape[0], 1), self.priors.style_id(style))
+        style_ids = self.priors.upsampler_prefix(style, key).expand(upper.shape[0], -1)
         prompt = torch.zeros(upper.shape[0], 0, dtype=torch.long) if prompt is None else prompt
         return self.priors.upsamplers[level].sample(prompt, n_out - prompt.shape[1], temperature=temperature,
                                                     generator=generator, prefix=style_ids, cond=cond,
@@ -514,8 +550,8 @@ class Jukebox(nn.Module):
         self.priors.style_id(style)
         prompts = prompt_codes or [None, None, None]
         top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature)
-        middle = self.upsample(1, top, style, prompts[1], generator, temperature)
-        bottom = self.upsample(0, middle, style, prompts[0], generator, temperature)
+        middle = self.upsample(1, top, style, prompts[1], generator, temperature, key)
+        bottom = self.upsample(0, middle, style, prompts[0], generator, temperature, key)
         return self.decode(bottom, 0)
 
     @torch.no_grad()

@@ -91,6 +91,26 @@ def test_prior_prefix_and_timing():
         priors.prefix("a", "H major", None, 4.0)
 
 
+def test_beat_clock_and_key_upsamplers():
+    cfg = replace(TINY_PRIOR, beat_clock=True, key_upsamplers=True)
+    priors = J.JukeboxPriors(cfg)
+    t = priors.timing(0, 250, 250, tempo_bpm=120.0, tokens_per_second=125.0)
+    assert t.shape == (1, 250, cfg.fraction_buckets + 4) and cfg.top_cond_dim == cfg.fraction_buckets + 4
+    clock = t[0, :, cfg.fraction_buckets:]
+    # 120 bpm at 125 tokens/s: a beat every 62.5 tokens, so the clock repeats every 125 tokens (two beats).
+    torch.testing.assert_close(clock[:125], clock[125:], atol=1e-4, rtol=0)
+    assert clock[0, 1] == 1 and clock[31, 1] < -0.99                      # cos: +1 on the beat, -1 half-way
+    assert priors.timing(0, 8, 8)[0, :, cfg.fraction_buckets:].abs().sum() == 0   # tempo unknown: silent clock
+    assert priors.upsampler_prefix("b", "A minor").shape == (1, 2)
+    assert priors.upsampler_prefix("b", "A minor")[0, 1] != priors.upsampler_prefix("b", None)[0, 1]
+    assert J.JukeboxPriors(TINY_PRIOR).upsampler_prefix("b", "A minor").shape == (1, 1)   # style only
+    losses = J.prior_losses(priors, _fake_songs(), 4, torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses.total)
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
+    wav = model.generate(1, "a", "C major", 120.0, 0.5, generator=torch.Generator().manual_seed(0))
+    assert wav.shape == (1, 1, round(0.5 * 125) * 128)
+
+
 def _fake_songs(n: int = 8, top: int = 32) -> J.SongCodes:
     """Codes with structure: style a repeats 0..7, style b counts down; lower levels repeat the upper code."""
     styles = torch.arange(n) % 2
@@ -176,7 +196,8 @@ def test_song_codes_are_encoded_once_and_again_when_the_vqvae_changes(tmp_path, 
         next(vqvae.decoders[0].parameters()).add_(0.1)
     R.encode_songs_cached(path, vqvae, wav, attrs, ("a", "b"), 0.5)              # other weights: encoded again
     R.encode_songs_cached(path, vqvae, wav, attrs[:2] + [{**attrs[0], "style": "b"}], ("a", "b"), 0.5)
-    assert len(calls) == 2
+    R.encode_songs_cached(path, vqvae, wav, attrs, ("b", "a"), 0.5)      # other style order: other indices
+    assert len(calls) == 3
 
 
 def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkeypatch):

@@ -67,12 +67,14 @@ def encode_songs(vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list
 def encode_songs_cached(path: Path, vqvae: HierarchicalVQVAE, audio: torch.Tensor, attributes: list[dict],
                         styles: Sequence[str], seconds: float) -> SongCodes:
     """:func:`encode_songs`, kept in ``path`` so that a resumed run does not encode again (2,048 songs take
-    about 50 minutes on one thread). The file names the VQ-VAE's weights and the songs; any change re-encodes."""
+    about 50 minutes on one thread). The file names the VQ-VAE's weights, the songs and the order of ``styles``;
+    any change re-encodes."""
     digest = hashlib.sha256()
     for tensor in vqvae.state_dict().values():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     for a in attributes:
         digest.update(repr(sorted(a.items())).encode())
+    digest.update(repr(tuple(styles)).encode())                    # the order behind the cached style indices
     stamp = {"vqvae_and_songs_sha256": digest.hexdigest(), "songs": len(audio), "samples": audio.shape[-1]}
     if path.exists():
         saved = torch.load(path, weights_only=False)
@@ -209,6 +211,10 @@ def _train_parser():
                         "its priors stay valid) and train only the decoders")
     p.add_argument("--upsamplers-only", action="store_true",
                    help="stage priors with --init-from: keep its top prior and train only the two upsamplers")
+    p.add_argument("--beat-clock", action="store_true",
+                   help="stage priors: the top prior also hears a metronome at the song's tempo (PriorConfig.beat_clock)")
+    p.add_argument("--key-upsamplers", action="store_true",
+                   help="stage priors: the upsamplers hear the key beside the style (PriorConfig.key_upsamplers)")
     p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
                    help="generated songs per style measured on the priors' card (0: none)")
     p.add_argument("--gen-seconds", type=positive_float, default=GEN_SECONDS, help="their length")
@@ -224,13 +230,17 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit("--decoders-only keeps a trained VQ-VAE's codes: use it with --stage vqvae --init-from NAME.")
     if args.upsamplers_only and not (not vq and args.init_from):
         raise SystemExit("--upsamplers-only keeps a trained top prior: use it with --stage priors --init-from NAME.")
+    if vq and (args.beat_clock or args.key_upsamplers):
+        raise SystemExit("--beat-clock and --key-upsamplers shape the priors: use them with --stage priors.")
     if not vq and args.vqvae is None:
         raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
     if args.run_dir is None:
         args.run_dir = f"runs/jukebox-songs/{args.stage}"
     run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
                    vqvae=args.vqvae, init_from=args.init_from,
-                   decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only)
+                   decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
+                   **({"beat_clock": True} if args.beat_clock else {}),
+                   **({"key_upsamplers": True} if args.key_upsamplers else {}))
     n_train, n_test = args.train_size or 256, args.eval_size or 64
     audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
     test_audio, test_attrs, _ = load_songs("test", n_test, args.seconds, args.seed)
@@ -254,7 +264,8 @@ def train_cli(argv: Sequence[str]) -> int:
         data, test = (encode_songs_cached(run.run_dir / f"codes-{split}.pt", vqvae, a, t, ds.classes, args.seconds)
                       for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
-                         codebook_size=vqvae.config.codebook_size)
+                         codebook_size=vqvae.config.codebook_size, beat_clock=args.beat_clock,
+                         key_upsamplers=args.key_upsamplers)
         model = JukeboxPriors(config)
         if args.init_from:
             warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from)
