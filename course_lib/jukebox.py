@@ -335,11 +335,6 @@ class JukeboxPriors(nn.Module):
             out = torch.cat([out, clock], -1)
         return out[None]
 
-    def top_loss(self, codes: Tensor, prefix: Tensor, start: int, total: int, tempo_bpm: float | None = None) -> Tensor:
-        """Next-token loss of top codes (B, N) of a window starting at token ``start`` of a ``total``-token song."""
-        cond = self.timing(start, codes.shape[1], total, tempo_bpm).expand(codes.shape[0], -1, -1).to(codes.device)
-        return self.top(codes[:, :-1], targets=codes, prefix=prefix, cond=cond).loss
-
     def upsampler_loss(self, level: int, codes: Tensor, upper: Tensor, prefix: Tensor) -> Tensor:
         """Loss of level ``level`` codes (B, N) given the aligned upper codes (B, N / ratio) and the
         :meth:`upsampler_prefix` ids (B, 1 or 2)."""
@@ -435,8 +430,8 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
     cond = torch.cat([priors.timing(s, n_top, top_all.shape[1], None if h[1] else data.tempo_bpm[i], rate)
                       for i, s, h in zip(idx, starts.tolist(), hide)]).to(device)
     l_top = priors.top(top[:, :-1], targets=top, prefix=prefix.to(device), cond=cond).loss
-    style = torch.cat([priors.upsampler_prefix(int(data.style[i]), None if h[0] else data.key[i])
-                       for i, h in zip(idx, hide)]).to(device)
+    up_prefix = torch.cat([priors.upsampler_prefix(int(data.style[i]), None if h[0] else data.key[i])
+                           for i, h in zip(idx, hide)]).to(device)
     ups = []
     for level in (1, 0):                                            # middle from top, bottom from middle
         lower, upper = data.codes[level], data.codes[level + 1]
@@ -444,7 +439,7 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
         s = _window(lower.shape[1], n, batch_size, generator, align=cfg.level_ratio).tolist()
         x = torch.stack([lower[i, a:a + n] for i, a in zip(idx, s)]).to(device)
         u = torch.stack([upper[i, a // cfg.level_ratio:(a + n) // cfg.level_ratio] for i, a in zip(idx, s)]).to(device)
-        ups.append(priors.upsampler_loss(level, x, u, style))
+        ups.append(priors.upsampler_loss(level, x, u, up_prefix))
     return PriorLosses(l_top + ups[0] + ups[1], l_top, ups[0], ups[1])
 
 

@@ -107,8 +107,14 @@ def test_beat_clock_and_key_upsamplers():
     losses = J.prior_losses(priors, _fake_songs(), 4, torch.Generator().manual_seed(0))
     assert torch.isfinite(losses.total)
     model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
+    seen = []                                                             # what each model is asked with
+    for lm in (priors.top, *priors.upsamplers):
+        lm.sample = (lambda f: lambda *a, **k: seen.append(k) or f(*a, **k))(lm.sample)
     wav = model.generate(1, "a", "C major", 120.0, 0.5, generator=torch.Generator().manual_seed(0))
     assert wav.shape == (1, 1, round(0.5 * 125) * 128)
+    top, *ups = seen                                                      # top, then middle and bottom
+    assert top["cond"][..., cfg.fraction_buckets:].abs().sum() > 0        # the metronome reaches the sampler
+    assert all(torch.equal(u["prefix"], priors.upsampler_prefix("a", "C major")) for u in ups)   # and the key
 
 
 def _fake_songs(n: int = 8, top: int = 32) -> J.SongCodes:
