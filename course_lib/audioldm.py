@@ -24,7 +24,7 @@ CLAP audio embeddings; :func:`course_lib.vocoder.fit_vocoder` on waveforms, inde
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from course_lib import checkpoint, diffusion
 from course_lib.clap import Clap, check_texts
@@ -371,25 +372,35 @@ class AudioLDM(nn.Module):
             decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`).
         """
         prompts = _check_prompts(prompts)
-        _check_sampling(steps, guidance_scale, self.schedule)
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates={candidates!r} must be an int >= 1 (samples per prompt to re-rank).")
-        if not (isinstance(seconds, (int, float)) and 0 < seconds <= self.config.max_seconds):
-            raise ValueError(f"seconds={seconds!r} must lie in (0, {self.config.max_seconds:g}]; generate longer "
-                             f"audio in pieces, or raise AudioLDMConfig.max_seconds.")
-        num_samples, ds = max(1, round(seconds * self.sample_rate)), self.config.downsample
-        frames = math.ceil(num_samples / self.config.hop_length / ds)            # latent frames L'
         text = self.clap.embed_text(prompts)                                     # (B, D)
-        cond = text.repeat_interleave(candidates, dim=0)                         # (B k, D)
-        shape = (len(cond), self.config.latent_dim, self.config.n_mels // ds, frames)
-        z = diffusion.sample(self.unet, shape, cond, self.unet.uncond[None], self.schedule, steps=steps,
-                             guidance_scale=guidance_scale, eta=eta, generator=generator)
-        wav = self.decode(z, decoder, generator)[..., :num_samples]              # (B k, 1, T)
+        wav = self.sample(text.repeat_interleave(candidates, dim=0), seconds, steps, guidance_scale, generator,
+                          eta, decoder)                                          # (B k, 1, T)
         if candidates > 1:
             audio = self.clap.embed_audio(wav).view(len(prompts), candidates, -1)   # (B, k, D)
             best = (audio * text[:, None]).sum(-1).argmax(dim=1)                 # (B,) by cosine similarity
             wav = wav.view(len(prompts), candidates, 1, -1)[torch.arange(len(prompts)), best]
         return wav
+
+    @torch.no_grad()
+    def sample(self, cond: Tensor, seconds: float = 1.0, steps: int = 50, guidance_scale: float = 2.5,
+               generator: torch.Generator | None = None, eta: float = 0.0, decoder: str = "vocoder") -> Tensor:
+        """Audio ``(B, 1, T)`` from conditions ``cond`` ``(B, D)`` in CLAP's space: what :meth:`generate` runs on
+        its prompts' text embeddings. CLAP **audio** embeddings of real clips condition it as in training."""
+        _check_sampling(steps, guidance_scale, self.schedule)
+        if cond.ndim != 2 or cond.shape[1] != self.config.cond_dim:
+            raise ValueError(f"cond must be (B, {self.config.cond_dim}) CLAP embeddings, got {tuple(cond.shape)}: "
+                             f"use model.clap.embed_text(prompts) or model.clap.embed_audio(wav).")
+        if not (isinstance(seconds, (int, float)) and 0 < seconds <= self.config.max_seconds):
+            raise ValueError(f"seconds={seconds!r} must lie in (0, {self.config.max_seconds:g}]; generate longer "
+                             f"audio in pieces, or raise AudioLDMConfig.max_seconds.")
+        num_samples, ds = max(1, round(seconds * self.sample_rate)), self.config.downsample
+        frames = math.ceil(num_samples / self.config.hop_length / ds)            # latent frames L'
+        shape = (len(cond), self.config.latent_dim, self.config.n_mels // ds, frames)
+        z = diffusion.sample(self.unet, shape, cond, self.unet.uncond[None], self.schedule, steps=steps,
+                             guidance_scale=guidance_scale, eta=eta, generator=generator)
+        return self.decode(z, decoder, generator)[..., :num_samples]
 
     @torch.no_grad()
     def edit(self, wav: Tensor, prompt: str | Sequence[str], strength: float = 0.5, steps: int = 50,
@@ -531,18 +542,21 @@ class UNetLosses(NamedTuple):
 def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tensor, *, steps: int,
              time_budget_s: float | None = None, generator: torch.Generator | None = None,
              checkpoint_dir: str | Path | None = None, batch_size: int = 16, lr: float = 2e-4,
-             uncond: Tensor | None = None, settings: dict | None = None, progress: bool = True,
-             log_every: int = 10) -> TrainResult:
+             uncond: Tensor | None = None, ema_decay: float = 0.999, settings: dict | None = None,
+             progress: bool = True, log_every: int = 10) -> TrainResult:
     """Train the denoiser on latents of ``mels`` ``(N, 1, F, L)`` conditioned on CLAP **audio** embeddings ``(N, D)``.
 
     No captions (section 3.1): at inference a text embedding from the same CLAP space takes the audio
     embedding's place. Each step samples the frozen VAE's posterior, scales it by ``vae.scale_factor``
     (measured first if still 1, as LDM's ``scale_by_std`` does on its first batch) and takes
     :func:`course_lib.diffusion.diffusion_loss`, the condition replaced by ``unet.uncond`` for
-    ``p_uncond`` (10%) of the examples. AdamW, gradients clipped at 1.
+    ``p_uncond`` (10%) of the examples. AdamW, gradients clipped at 1. As in LDM (``use_ema``), an
+    exponential moving average of the weights is kept beside them and is what the run returns: ``unet``
+    ends with the averaged weights, while the checkpoint keeps both, so a resumed run goes on exactly.
 
     Args:
         uncond: ``(D,)`` "no condition" to store in ``unet.uncond`` (default: keep it; zeros when new).
+        ema_decay: the average's decay per step, warmed up as LDM's ``LitEma`` does; 0 turns it off.
     """
     cfg, emb = unet.config, clap_audio_embeddings
     if emb.ndim != 2 or emb.shape[1] != cfg.cond_dim or len(emb) != len(mels):
@@ -550,6 +564,8 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
                          f"{tuple(emb.shape)}. Embed the clips with the CLAP {cfg.clap!r} (embed_dim {cfg.cond_dim}).")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay={ema_decay!r} must lie in [0, 1): e.g. 0.999, or 0 for no moving average.")
     device = unet.uncond.device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     if uncond is not None:
@@ -564,7 +580,10 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
     scale, emb = vae.scale_factor.to(device), emb.to(device)
     schedule = diffusion.NoiseSchedule(diffusion.PRESETS[cfg.diffusion]).to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    trainer = _trainer({"unet": unet}, {"unet": opt}, generator, steps, time_budget_s=time_budget_s,
+    modules = {"unet": unet}
+    if ema_decay:
+        modules["ema"] = AveragedModel(unet, avg_fn=_ema_update(ema_decay), use_buffers=True)
+    trainer = _trainer(modules, {"unet": opt}, generator, steps, time_budget_s=time_budget_s,
                        settings=settings, checkpoint_dir=checkpoint_dir, log_every=log_every, progress=progress)
 
     def step_fn(step: int) -> UNetLosses:
@@ -572,7 +591,21 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
         z_0 = DiagonalGaussian(mean[idx], logvar[idx]).sample(generator) * scale     # (B, 8, F', L')
         out = diffusion.diffusion_loss(unet, z_0, emb[idx], schedule, generator, uncond=unet.uncond[None],
                                        p_uncond=cfg.p_uncond)
-        return optimizer_step(UNetLosses(out.loss), opt, max_norm=1.0)
+        losses = optimizer_step(UNetLosses(out.loss), opt, max_norm=1.0)
+        if ema_decay:
+            modules["ema"].update_parameters(unet)
+        return losses
 
     trainer.fit(step_fn)
+    if ema_decay and trainer.step > 0:
+        unet.load_state_dict(modules["ema"].module.state_dict())               # the averaged weights are the model
     return trainer.result(unet.eval())
+
+
+def _ema_update(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """LDM's ``LitEma``: ``avg <- d avg + (1 - d) w`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
+    so that a short run's average is not stuck at its first weights."""
+    def update(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return d * averaged + (1.0 - d) * current
+    return update

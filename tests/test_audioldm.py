@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from course_lib import checkpoint
+from course_lib import audioldm, checkpoint
 from course_lib.audio import AudioError
 from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, DiagonalGaussian, MelVAE, UNet, fit_unet, fit_vae,
                                  load_pretrained, measure_scale, save_pretrained, timestep_embedding)
@@ -226,6 +226,32 @@ def test_fit_unet_sets_uncond_and_resumes(tmp_path):
     torch.testing.assert_close(again.model.uncond, uncond)                      # restored with the weights
 
 
+def test_fit_unet_returns_the_moving_average_of_its_weights(tmp_path):
+    vae, mels, emb = MelVAE(TINY), LogMel()(_tones(2)), torch.randn(2, TINY.cond_dim)
+
+    def run(decay: float, folder: str):
+        torch.manual_seed(0)
+        unet = UNet(TINY)
+        fit_unet(vae, unet, mels, emb, steps=4, batch_size=2, lr=1e-2, ema_decay=decay, progress=False,
+                 generator=torch.Generator().manual_seed(0), checkpoint_dir=tmp_path / folder)
+        return unet, torch.load(tmp_path / folder / "last.pt", weights_only=True)["modules"]
+
+    raw, plain = run(0.0, "plain")
+    averaged, both = run(0.999, "ema")
+    assert set(plain) == {"unet"} and set(both) == {"unet", "ema"}
+    for k, v in plain["unet"].items():                                      # the same training, weight for weight
+        torch.testing.assert_close(both["unet"][k], v)
+        torch.testing.assert_close(raw.state_dict()[k], v)
+        torch.testing.assert_close(averaged.state_dict()[k], both["ema"][f"module.{k}"])   # ends as the average
+    assert any(not torch.equal(averaged.state_dict()[k], v) for k, v in plain["unet"].items() if v.is_floating_point())
+    update = audioldm._ema_update(0.999)                                    # LitEma's warm-up, then the decay
+    a, w = torch.zeros(3), torch.ones(3)
+    torch.testing.assert_close(update(a, w, torch.tensor(0)), torch.full((3,), 0.9))            # d = 1 / 10
+    torch.testing.assert_close(update(a, w, torch.tensor(10 ** 6)), torch.full((3,), 0.001))   # d = 0.999
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit_unet(vae, UNet(TINY), mels, emb, steps=1, ema_decay=1.0)
+
+
 # ----------------------------------------------------------------------------- sampling
 def test_generate_is_deterministic_under_a_generator(model):
     g = lambda seed: torch.Generator().manual_seed(seed)
@@ -251,6 +277,17 @@ def test_guidance_uses_the_unconditional_embedding(model):
     torch.testing.assert_close(run(guidance_scale=0.0),
                                model.generate(["a siren"], generator=torch.Generator().manual_seed(0), **kw,
                                               guidance_scale=0.0))
+
+
+def test_sample_takes_any_clap_embedding_as_generate_takes_text(model):
+    g = lambda: torch.Generator().manual_seed(3)
+    text = model.clap.embed_text(["a bell", "rain"])
+    torch.testing.assert_close(model.sample(text, 0.2, 3, 2.5, g()),
+                               model.generate(["a bell", "rain"], 0.2, 3, 2.5, generator=g()))
+    audio = model.clap.embed_audio(torch.randn(2, 1, 3200) * 0.1)               # the training-time condition
+    assert model.sample(audio, 0.2, 2, generator=g()).shape == (2, 1, 3200)
+    with pytest.raises(ValueError, match=r"\(B, 128\) CLAP embeddings"):
+        model.sample(text[0], 0.2, 2)
 
 
 def test_candidates_are_reranked_by_clap(model):
@@ -354,8 +391,6 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     assert istft_card["settings"]["vocoder_preset"] == "tiny-istft" and istft_card["adversarial_start"] == 2
     assert load_vocoder("runs/v2/checkpoint").config.generator == "istft"      # no discriminator steps by default
     # The discriminators join a trained vocoder: it starts from its weights and its card keeps the first run.
-    with pytest.raises(SystemExit, match="--stage vocoder"):
-        recipe.train_cli(["--stage", "vae", *base, "--init-from", "runs/v2/checkpoint", "--run-dir", "runs/v4"])
     with pytest.raises(SystemExit, match="same preset"):
         recipe.train_cli(["--stage", "vocoder", *base, "--init-from", "runs/v2/checkpoint", "--run-dir", "runs/v4"])
     assert recipe.train_cli(["--stage", "vocoder", *base, "--vocoder-preset", "tiny-istft", "--init-from",
@@ -378,6 +413,14 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     again = recipe.eval_cli(["--checkpoint", str(out), "--threads", "1"])
     assert again["unet"] == metrics                                             # the card, recomputed
     assert model.generate(["a kick drum"], seconds=0.2, steps=2).shape == (1, 1, 3200)
+    # A UNet trained on from that model's UNet: its card keeps the first run.
+    assert recipe.train_cli(["--stage", "unet", *base, *parts, "--per-class", "0", "--init-from", str(out),
+                             "--run-dir", "runs/u2", "--ema-decay", "0"]) == 0
+    more = checkpoint.read_card("runs/u2/checkpoint-unet")
+    assert more["init_from"] == str(out) and [r["checkpoint"] for r in more["runs_before"]] == [f"{out}-unet"]
+    assert more["settings"]["ema_decay"] == 0.0 and card["settings"]["ema_decay"] == 0.999
+    with pytest.raises(SystemExit, match="--stage vocoder or --stage unet"):
+        recipe.train_cli(["--stage", "vae", *base, "--init-from", str(out), "--run-dir", "runs/u3"])
 
 
 def test_griffin_lim_decoder_is_the_baseline_of_the_same_latent(model):

@@ -183,7 +183,10 @@ def _train_parser() -> argparse.ArgumentParser:
                         "HiFi-GAN; istft = Vocos)")
     p.add_argument("--init-from", default=None,
                    help="stage vocoder: start from this vocoder of the same preset (a folder or name), e.g. to let "
-                        "the discriminators join a vocoder trained without them (--adversarial-start 0)")
+                        "the discriminators join a vocoder trained without them (--adversarial-start 0); stage "
+                        "unet: start from the UNet of this model (e.g. audioldm-synthworld) and train it on")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="stage unet: decay of the moving average of the weights that is exported (0: none)")
     p.add_argument("--per-class", type=nonnegative_int, default=2, help="stage unet: generated clips per class "
                                                                          "and prompt split on the card (0: none)")
     p.add_argument("--gen-steps", type=positive_int, default=GEN_STEPS, help="stage unet: DDIM steps of those clips")
@@ -195,15 +198,19 @@ def train_cli(argv: Sequence[str]) -> int:
     args = _train_parser().parse_args(argv)
     if args.stage == "unet" and (args.vae is None or args.vocoder is None):
         raise SystemExit("--stage unet needs --vae and --vocoder: the folders the vae and vocoder stages exported.")
-    if args.init_from and args.stage != "vocoder":
-        raise SystemExit("--init-from starts a vocoder from a trained one: use it with --stage vocoder.")
+    if args.init_from and args.stage == "vae":
+        raise SystemExit("--init-from starts a vocoder or a UNet from a trained one: use it with --stage vocoder "
+                         "or --stage unet.")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise SystemExit(f"--ema-decay {args.ema_decay} must lie in [0, 1), e.g. 0.999 (0: no moving average).")
     lr = args.lr or (5e-4 if args.stage == "vae" else 2e-4)
     if args.stage == "unet":
         refuse_shipped_parts(args.out, PARTS, args.force)
     args.run_dir = args.run_dir or f"runs/audioldm-synthworld/{args.stage}"
     run = plan_run(args, "audioldm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, vae=args.vae,
                    vocoder=args.vocoder, adversarial_start=args.adversarial_start, init_from=args.init_from,
-                   **({"vocoder_preset": args.vocoder_preset} if args.vocoder_preset else {}))
+                   **({"vocoder_preset": args.vocoder_preset} if args.vocoder_preset else {}),
+                   **({"ema_decay": args.ema_decay} if args.stage == "unet" else {}))
     config = AudioLDMConfig.preset(run.preset)
     n_train, n_test = args.train_size or 4096, args.eval_size or 256
     audio, _, classes = load_clips("train", n_train, args.seed)
@@ -245,8 +252,11 @@ def train_cli(argv: Sequence[str]) -> int:
         return export(run, result, vcfg, info, dtype=torch.float16)
     vae = checkpoint.load_pretrained(args.vae, MelVAE, AudioLDMConfig)
     clap = load_clap(config.clap)
-    unet = UNet(vae.config).to(run.device)
-    result = fit_unet(vae, unet, mels_of(audio, vae.config), clap_embeddings(clap, audio), **common)
+    unet = UNet(vae.config)
+    if args.init_from:
+        warm_start(unet, checkpoint.load_pretrained(f"{args.init_from}-unet", UNet, AudioLDMConfig), args.init_from)
+    result = fit_unet(vae, unet.to(run.device), mels_of(audio, vae.config), clap_embeddings(clap, audio),
+                      ema_decay=args.ema_decay, **common)
     if not is_main_process() or not result.finished:
         return export(run, result, unet.config, {})
     checkpoint.round_trip_(result.model.cpu(), torch.float16)
@@ -258,7 +268,8 @@ def train_cli(argv: Sequence[str]) -> int:
         metrics = text_to_audio_report(model, clf, test_audio, real, classes, args.per_class, args.gen_steps,
                                        seed=args.seed)
     info = card(run, result, ["synthworld"], metrics, stage="unet", vae=args.vae, vocoder=args.vocoder,
-                clap=config.clap, eval=eval_info)
+                clap=config.clap, eval=eval_info, init_from=args.init_from,
+                runs_before=runs_before(f"{args.init_from}-unet") if args.init_from else [])
     save_pretrained(model, run.out, cards={"unet": info, "vae": checkpoint.read_card(args.vae),
                                            "vocoder": checkpoint.read_card(args.vocoder)}, dtype=torch.float16)
     print(f"saved {', '.join(f'{run.out}-{p}' for p in PARTS)}", file=sys.stderr)
