@@ -24,7 +24,7 @@ CLAP audio embeddings; :func:`course_lib.vocoder.fit_vocoder` on waveforms, inde
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,13 +32,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from course_lib import checkpoint, diffusion
 from course_lib.clap import Clap, check_texts
 from course_lib.clap import load_pretrained as load_clap
 from course_lib.nn import ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, upsample2d
-from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
+from course_lib.train import TrainConfig, Trainer, TrainResult, moving_average, optimizer_step
 from course_lib.vocoder import PRESETS as VOCODER_PRESETS
 from course_lib.vocoder import LogMel, Vocoder, VocoderConfig, griffin_lim
 from course_lib.vocoder import load_pretrained as load_vocoder
@@ -550,13 +549,12 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
     embedding's place. Each step samples the frozen VAE's posterior, scales it by ``vae.scale_factor``
     (measured first if still 1, as LDM's ``scale_by_std`` does on its first batch) and takes
     :func:`course_lib.diffusion.diffusion_loss`, the condition replaced by ``unet.uncond`` for
-    ``p_uncond`` (10%) of the examples. AdamW, gradients clipped at 1. As in LDM (``use_ema``), an
-    exponential moving average of the weights is kept beside them and is what the run returns: ``unet``
-    ends with the averaged weights, while the checkpoint keeps both, so a resumed run goes on exactly.
+    ``p_uncond`` (10%) of the examples. AdamW, gradients clipped at 1. As in LDM (``use_ema``), ``unet`` ends
+    with a moving average of its weights; the checkpoint keeps both, so a resumed run goes on exactly.
 
     Args:
         uncond: ``(D,)`` "no condition" to store in ``unet.uncond`` (default: keep it; zeros when new).
-        ema_decay: the average's decay per step, warmed up as LDM's ``LitEma`` does; 0 turns it off.
+        ema_decay: the average's decay per step (:func:`course_lib.train.moving_average`); 0: none.
     """
     cfg, emb = unet.config, clap_audio_embeddings
     if emb.ndim != 2 or emb.shape[1] != cfg.cond_dim or len(emb) != len(mels):
@@ -582,7 +580,7 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     modules = {"unet": unet}
     if ema_decay:
-        modules["ema"] = AveragedModel(unet, avg_fn=_ema_update(ema_decay), use_buffers=True)
+        modules["ema"] = moving_average(unet, ema_decay)
     trainer = _trainer(modules, {"unet": opt}, generator, steps, time_budget_s=time_budget_s,
                        settings=settings, checkpoint_dir=checkpoint_dir, log_every=log_every, progress=progress)
 
@@ -600,12 +598,3 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
     if ema_decay and trainer.step > 0:
         unet.load_state_dict(modules["ema"].module.state_dict())               # the averaged weights are the model
     return trainer.result(unet.eval())
-
-
-def _ema_update(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """LDM's ``LitEma``: ``avg <- d avg + (1 - d) w`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
-    so that a short run's average is not stuck at its first weights."""
-    def update(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
-        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
-        return d * averaged + (1.0 - d) * current
-    return update

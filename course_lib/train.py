@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from course_lib.plots import plot_loss_history
 
 __all__ = ["TrainConfig", "Trainer", "History", "TrainResult", "TrainingDiverged", "SettingsMismatch", "infinite",
-           "optimizer_step",
+           "optimizer_step", "moving_average",
            "autocast", "init_distributed", "distribute", "rank_generator", "is_main_process", "unwrap"]
 
 
@@ -126,6 +126,17 @@ def optimizer_step(losses: Any, optimizer: torch.optim.Optimizer, max_norm: floa
         torch.nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
     return type(losses)(*(x.detach() if torch.is_tensor(x) else x for x in losses))
+
+
+def moving_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers (LDM's ``LitEma``); call
+    ``.update_parameters(model)`` after each step. ``avg <- d avg + (1 - d) w`` with
+    ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so a short run's average does not stay
+    at its first weights. It is a module: checkpoint it beside the model (``Trainer(modules=...)``)."""
+    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return d * averaged + (1.0 - d) * current
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=update, use_buffers=True)
 
 
 def infinite(loader: Iterable) -> Iterator:

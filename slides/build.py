@@ -27,6 +27,7 @@ Every file is written atomically (temp file, then ``os.replace``). Generator out
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import html
 import os
@@ -446,8 +447,9 @@ def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Pa
     import matplotlib
     matplotlib.use("Agg")     # headless; before pyplot is imported by course_lib.plots
     decks = [parse_deck(p) for p in deck_paths(names, decks_dir)]
-    store = MediaStore(out, decks_dir, cache_dir)
-    pages = [(deck, render_deck(deck, store)) for deck in decks]
+    with _cache_lock(cache_dir):   # two builds at once (parallel test workers): the second reuses the first's outputs
+        store = MediaStore(out, decks_dir, cache_dir)
+        pages = [(deck, render_deck(deck, store)) for deck in decks]
     copy_reveal(out)
     files = []
     for deck, page in pages:
@@ -455,6 +457,22 @@ def build(names: list[str] | None = None, out: Path = DEFAULT_OUT, decks_dir: Pa
         atomic_write(files[-1], page.encode("utf-8"))
     write_index(out)
     return BuildResult(out, decks, files, time.perf_counter() - t0, store.timings)
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path | None):
+    """Hold an exclusive lock on ``cache_dir`` (POSIX ``flock``; nothing to hold without a cache)."""
+    if cache_dir is None:
+        yield
+        return
+    import fcntl
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_index(out: Path) -> None:

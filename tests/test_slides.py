@@ -74,6 +74,17 @@ def test_generator_with_wrong_argument_fails_naming_it(tmp_path):
         slide_build.build(None, tmp_path / "out", decks)
 
 
+def test_builds_sharing_a_cache_take_turns(tmp_path):
+    import fcntl
+    with slide_build._cache_lock(tmp_path), open(tmp_path / ".lock") as other:
+        with pytest.raises(BlockingIOError):                   # a second build waits here
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / ".lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)      # released when the first is done
+    with slide_build._cache_lock(None):                        # no cache, nothing to share
+        pass
+
+
 def test_cli_exit_code_and_message(tmp_path, capsys):
     decks = _deck(tmp_path, "% title: T\n\n![x](fig:nope)\nNote: n\n")
     assert slide_build.main(["--out", str(tmp_path / "out"), "--decks-dir", str(decks)]) == 1
@@ -188,10 +199,6 @@ def test_notebook_decks_name_their_notebook(built):
         m = re.match(r"(\d\d)_", deck.name)
         if m:
             assert re.fullmatch(rf"notebooks/{m.group(1)}_\w+\.ipynb", deck.meta.get("notebook", "")), deck.name
-
-
-def test_build_is_fast(built):
-    assert built.seconds < 60, f"the slide build took {built.seconds:.0f} s; keep it under a minute"
 
 
 # ----------------------------------------------------------------------------- the numbers are true

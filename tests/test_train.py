@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.train import History, TrainConfig, Trainer, TrainingDiverged, infinite
+from course_lib.train import History, TrainConfig, Trainer, TrainingDiverged, infinite, moving_average
 
 
 def _regression(seed=0):
@@ -118,3 +118,19 @@ def test_infinite_cycles_and_rejects_empty():
 def test_history_errors_name_the_keys():
     with pytest.raises(KeyError, match="logged keys"):
         History([{"step": 1, "loss": 1.0}]).last("acc")
+
+
+def test_moving_average_warms_up_then_decays_as_litema():
+    model = nn.Linear(1, 1, bias=False)
+    avg = moving_average(model, decay=0.9)
+    seen = []
+    for w in (1.0, 2.0, 3.0, 4.0):
+        model.weight.data.fill_(w)
+        avg.update_parameters(model)
+        seen.append(float(avg.module.weight))
+    expect = [1.0]                                               # the first update copies the weights
+    for n, w in enumerate((2.0, 3.0, 4.0), start=1):
+        d = min(0.9, (1 + n) / (10 + n))                         # LitEma's warm-up: 2/11, 3/12, 4/13
+        expect.append(d * expect[-1] + (1 - d) * w)
+    assert seen == pytest.approx(expect)
+    assert float(model.weight) == 4.0                            # the model itself is untouched
