@@ -133,10 +133,12 @@ def moving_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.Aver
     ``.update_parameters(model)`` after each step. ``avg <- d avg + (1 - d) w`` with
     ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so a short run's average does not stay
     at its first weights. It is a module: checkpoint it beside the model (``Trainer(modules=...)``)."""
-    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
-        return d * averaged + (1.0 - d) * current
-    return torch.optim.swa_utils.AveragedModel(model, avg_fn=update, use_buffers=True)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)                            # once per step and device, not once per tensor
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, 1.0 - d) if a.is_floating_point() else a.copy_(c)   # integer buffers: the latest value
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def infinite(loader: Iterable) -> Iterator:

@@ -76,11 +76,18 @@ def test_generator_with_wrong_argument_fails_naming_it(tmp_path):
 
 def test_builds_sharing_a_cache_take_turns(tmp_path):
     import fcntl
-    with slide_build._cache_lock(tmp_path), open(tmp_path / ".lock") as other:
-        with pytest.raises(BlockingIOError):                   # a second build waits here
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    with open(tmp_path / ".lock") as other:
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)      # released when the first is done
+    import threading
+    decks, cache = _deck(tmp_path, "% title: T\n\n# One\ntext\nNote: n\n"), tmp_path / "cache"
+    second = threading.Thread(target=slide_build.build, args=(None, tmp_path / "out", decks, cache))
+    with slide_build._cache_lock(cache):
+        with open(cache / ".lock") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive(), "a build went ahead while another held the cache"
+        assert not (tmp_path / "out" / "t.html").exists()
+    second.join(timeout=60)
+    assert not second.is_alive() and (tmp_path / "out" / "t.html").is_file()   # it ran once the first was done
     with slide_build._cache_lock(None):                        # no cache, nothing to share
         pass
 

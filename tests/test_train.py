@@ -134,3 +134,9 @@ def test_moving_average_warms_up_then_decays_as_litema():
         expect.append(d * expect[-1] + (1 - d) * w)
     assert seen == pytest.approx(expect)
     assert float(model.weight) == 4.0                            # the model itself is untouched
+    bn = nn.BatchNorm1d(1)                                       # an integer buffer is copied, not averaged
+    avg_bn = moving_average(bn, decay=0.9)
+    for count in (3, 7):
+        bn.num_batches_tracked.fill_(count)
+        avg_bn.update_parameters(bn)
+    assert int(avg_bn.module.num_batches_tracked) == 7
