@@ -127,13 +127,13 @@ def test_moving_average_warms_up_then_decays_as_litema():
     for w in (1.0, 2.0, 3.0, 4.0):
         model.weight.data.fill_(w)
         avg.update_parameters(model)
-        seen.append(float(avg.module.weight))
+        seen.append(float(avg.module.weight.detach()))
     expect = [1.0]                                               # the first update copies the weights
     for n, w in enumerate((2.0, 3.0, 4.0), start=1):
         d = min(0.9, (1 + n) / (10 + n))                         # LitEma's warm-up: 2/11, 3/12, 4/13
         expect.append(d * expect[-1] + (1 - d) * w)
     assert seen == pytest.approx(expect)
-    assert float(model.weight) == 4.0                            # the model itself is untouched
+    assert float(model.weight.detach()) == 4.0                            # the model itself is untouched
     bn = nn.BatchNorm1d(1)                                       # an integer buffer is copied, not averaged
     avg_bn = moving_average(bn, decay=0.9)
     for count in (3, 7):
