@@ -26,6 +26,7 @@ import torchaudio
 import course_lib
 from course_lib import checkpoint, data, get_device, profile, spectral
 from course_lib.recipes.common import best_time
+from course_lib.train import stop_on_sigterm
 
 # Model families in course order. A family appears in `bench` and `info` once its module exists.
 MODELS = ("wavegan", "codec", "jukebox", "audiolm", "clap", "audioldm")
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         fn = getattr(module, f"{ns.command}_cli", None)
         if fn is None:
             raise SystemExit(f"`course-lib {ns.command} {ns.model}` is not available for this model.")
-        result = fn(ns.args)
+        if ns.command == "train":
+            with stop_on_sigterm():   # `kill PID` saves last.pt like Ctrl-C; the same command resumes
+                result = fn(ns.args)
+        else:
+            result = fn(ns.args)
         if ns.command == "eval":
             print(json.dumps(result, indent=2))
             return 0

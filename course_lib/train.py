@@ -24,7 +24,9 @@ import contextlib
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 from course_lib.plots import plot_loss_history
 
 __all__ = ["TrainConfig", "Trainer", "History", "TrainResult", "TrainingDiverged", "SettingsMismatch", "infinite",
-           "optimizer_step", "moving_average",
+           "optimizer_step", "moving_average", "stop_on_sigterm",
            "autocast", "init_distributed", "distribute", "rank_generator", "is_main_process", "unwrap"]
 
 
@@ -163,6 +165,28 @@ def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.Abs
     if not enabled or kind not in ("cuda", "cpu") or (kind == "cuda" and not torch.cuda.is_bf16_supported()):
         return contextlib.nullcontext()
     return torch.autocast(kind, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM (``kill PID``, a scheduler's or ``torchrun``'s stop) like Ctrl-C while the block runs.
+
+    A :class:`Trainer` catches the resulting ``KeyboardInterrupt``, saves ``last.pt`` and returns, so a
+    background run stopped with ``kill`` resumes where it was instead of losing the minutes since its
+    last checkpoint. Outside the main thread (signals cannot be set there) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _distributed() -> bool:

@@ -124,3 +124,21 @@ def test_bfloat16_autocast_on_cpu_trains():
     clips = [0.3 * torch.sin(torch.arange(8000) * 0.05)[None]]
     result = codec.fit(model, clips, steps=2, batch_size=2, crop_s=0.2, mixed_precision=True, progress=False)
     assert result.finished and all(torch.isfinite(torch.tensor(v)) for v in result.history.records[-1].values())
+
+
+def test_train_command_turns_sigterm_into_a_saving_stop(monkeypatch):
+    """`kill PID` on a background `course-lib train` raises KeyboardInterrupt, which the Trainer saves on."""
+    import signal
+
+    from course_lib import cli
+
+    def train_cli(argv):
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):   # the handler runs between bytecodes
+                pass
+        return 0
+    monkeypatch.setattr(codec_recipe, "train_cli", train_cli)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["train", "codec"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -1,10 +1,13 @@
 import math
+import os
+import signal
 
 import pytest
 import torch
 from torch import nn
 
-from course_lib.train import History, TrainConfig, Trainer, TrainingDiverged, infinite, moving_average
+from course_lib.train import (History, TrainConfig, Trainer, TrainingDiverged, infinite, moving_average,
+                              stop_on_sigterm)
 
 
 def _regression(seed=0):
@@ -66,6 +69,22 @@ def test_interrupt_keeps_progress(tmp_path):
     trainer.fit(interrupted)
     assert trainer.stopped_by == "interrupted"
     assert Trainer({"model": model}, {"opt": opt}, TrainConfig(max_steps=50, checkpoint_dir=tmp_path)).step == 7
+
+
+def test_sigterm_stops_like_an_interrupt_and_keeps_progress(tmp_path):
+    model, opt, step = _regression()
+
+    def killed(i):
+        if i == 7:
+            os.kill(os.getpid(), signal.SIGTERM)   # what `kill PID` sends to a background run
+        return step(i)
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = Trainer({"model": model}, {"opt": opt}, TrainConfig(max_steps=50, checkpoint_dir=tmp_path, progress=False))
+    with stop_on_sigterm():
+        trainer.fit(killed)
+    assert signal.getsignal(signal.SIGTERM) is before                # the handler is put back
+    assert trainer.stopped_by == "interrupted"
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 7
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e9])
