@@ -98,14 +98,14 @@ class AudioLDMConfig:
 
     @staticmethod
     def preset(name: str) -> AudioLDMConfig:
-        """``tiny`` (tests, smoke profile) and ``small`` (cpu) pair with clap-synthworld (D = 128), ``base`` (gpu) with D = 256."""
+        """``tiny`` (tests), ``small`` (cpu), ``medium`` (its VAE, a wider UNet): D = 128; ``base`` (gpu): D = 256."""
         return checkpoint.preset(PRESETS, name, "AudioLDM")
 
 
 PRESETS: dict[str, AudioLDMConfig] = {
     "tiny": AudioLDMConfig(vae_channels=8, vae_attention=False, unet_channels=16, unet_channel_mult=(1, 2),
                            unet_attention=False, unet_heads=2, vocoder="tiny"),
-    "small": AudioLDMConfig(),
+    "small": AudioLDMConfig(), "medium": AudioLDMConfig(unet_channels=48),
     "base": AudioLDMConfig(vae_channels=32, vae_res_blocks=2, unet_channels=64, unet_channel_mult=(1, 2, 3),
                            unet_res_blocks=2, unet_heads=8, cond_dim=256, vocoder="base"),
 }

@@ -3,6 +3,7 @@ guided sampling, SDEdit, training loops that learn, checkpoints and bad input. T
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -335,6 +336,20 @@ def test_every_preset_builds_and_steps(name):
             assert sum(p.numel() for p in part.parameters()) * 4 < 6e6
     with pytest.raises(ValueError, match="preset"):
         AudioLDMConfig.preset("huge")
+
+
+def test_medium_is_small_with_a_wider_unet_and_trains_on_the_small_vae():
+    small, medium = AudioLDMConfig.preset("small"), AudioLDMConfig.preset("medium")
+    differ = {f.name for f in dataclasses.fields(small) if getattr(small, f.name) != getattr(medium, f.name)}
+    assert differ == {"unet_channels"} and medium.unet_channels > small.unet_channels
+    assert recipe.unet_config(small, small) == small                  # the shipped UNet's config, unchanged
+    # --preset medium --vae <small VAE>: the UNet's sizes from the preset, the rest from the VAE it denoises for
+    tiny_vae = AudioLDMConfig.preset("tiny")
+    cfg = recipe.unet_config(medium, tiny_vae)
+    assert cfg.unet_channels == medium.unet_channels and cfg.unet_attention == medium.unet_attention
+    assert (cfg.vae_channels, cfg.vocoder) == (tiny_vae.vae_channels, tiny_vae.vocoder)
+    unet = UNet(medium)
+    assert sum(p.numel() for p in unet.parameters()) * 2 < 6.5e6                # shipped in fp16: a few MB
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -45,7 +45,8 @@ from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, 
 from course_lib.train import is_main_process
 
 __all__ = ["load_clips", "mels_of", "clap_embeddings", "reconstruction_report", "split_prompts",
-           "text_to_audio_report", "generate_per_class", "classifier", "train_cli", "eval_cli", "generate_cli", "bench", "GUIDANCE_SCALES"]
+           "text_to_audio_report", "generate_per_class", "classifier", "unet_config", "train_cli", "eval_cli",
+           "generate_cli", "bench", "GUIDANCE_SCALES"]
 
 SECONDS = 1.0                       # SynthWorld clips; the latent of one second is (8, 16, 25)
 GUIDANCE_SCALES = (1.0, 2.5, 5.0, 7.5, 10.0)   # tried on the validation prompts; the best is used on the test prompts
@@ -167,6 +168,13 @@ def classifier(audio: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]
     return clf
 
 
+def unet_config(preset: AudioLDMConfig, vae: AudioLDMConfig) -> AudioLDMConfig:
+    """The UNet's sizes (``unet_*``) from the run's preset, everything else (front end, latent, CLAP) from the
+    VAE it denoises for: ``--preset medium`` trains a wider UNet on the shipped small VAE."""
+    return dataclasses.replace(vae, **{f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)
+                                       if f.name.startswith("unet_")})
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = train_parser("audioldm", PRESETS, ("synthworld",))
     p.add_argument("--stage", choices=("vae", "vocoder", "unet"), required=True,
@@ -252,7 +260,7 @@ def train_cli(argv: Sequence[str]) -> int:
         return export(run, result, vcfg, info, dtype=torch.float16)
     vae = checkpoint.load_pretrained(args.vae, MelVAE, AudioLDMConfig)
     clap = load_clap(config.clap)
-    unet = UNet(vae.config)
+    unet = UNet(unet_config(config, vae.config))
     if args.init_from:
         warm_start(unet, checkpoint.load_pretrained(f"{args.init_from}-unet", UNet, AudioLDMConfig), args.init_from)
     result = fit_unet(vae, unet.to(run.device), mels_of(audio, vae.config), clap_embeddings(clap, audio),
