@@ -430,6 +430,12 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     more = checkpoint.read_card("runs/u2/checkpoint-unet")
     assert more["init_from"] == str(out) and [r["checkpoint"] for r in more["runs_before"]] == [f"{out}-unet"]
     assert more["settings"]["ema_decay"] == 0.0 and card["settings"]["ema_decay"] == 0.999
+    # --preset sizes the UNet; the rest of its config comes from the VAE it denoises for (tiny here).
+    assert recipe.train_cli(["--stage", "unet", *base, "--preset", "medium", *parts, "--per-class", "0",
+                             "--run-dir", "runs/u4"]) == 0
+    wide = load_pretrained("runs/u4/checkpoint")
+    assert wide.unet.config == recipe.unet_config(AudioLDMConfig.preset("medium"), model.vae.config)
+    assert wide.unet.config.unet_channels == 48 and wide.unet.config.vae_channels == TINY.vae_channels
     with pytest.raises(SystemExit, match="--stage vocoder or --stage unet"):
         recipe.train_cli(["--stage", "vae", *base, "--init-from", str(out), "--run-dir", "runs/u3"])
 
