@@ -7,7 +7,7 @@ Diffusion Models". The mel front end :class:`~course_lib.vocoder.LogMel` turns a
 noise of a latent from the timestep and a CLAP embedding (FiLM); the HiFi-GAN
 :class:`~course_lib.vocoder.Vocoder` makes sound of the decoded mel. CLAP (:mod:`course_lib.clap`) is
 trained beforehand and frozen: the UNet learns from **audio** embeddings of clips, no captions
-(section 3.1), and at inference a prompt's **text** embedding takes their place. Schedules, the loss,
+(the paper's central idea), and at inference a prompt's **text** embedding takes their place. Schedules, the loss,
 DDIM, guidance and SDEdit are :mod:`course_lib.diffusion`'s.
 
 Example:
@@ -367,7 +367,7 @@ class AudioLDM(nn.Module):
             steps: DDIM steps; guidance_scale: classifier-free guidance ``s`` (0: unconditional).
             generator: all randomness (the initial noise, and each step's noise when ``eta > 0``).
             candidates: samples per prompt; the one whose CLAP audio embedding is closest to the
-                prompt's text embedding is returned (AudioLDM's re-ranking, section 4).
+                prompt's text embedding is returned (AudioLDM's ``text_to_audio``: ``n_candidate_gen_per_text``).
             decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`).
         """
         prompts = _check_prompts(prompts)
@@ -405,7 +405,7 @@ class AudioLDM(nn.Module):
     def edit(self, wav: Tensor, prompt: str | Sequence[str], strength: float = 0.5, steps: int = 50,
              guidance_scale: float = 2.5, generator: torch.Generator | None = None, sample_rate: int | None = None,
              eta: float = 0.0) -> Tensor:
-        """Style transfer by SDEdit (section 3.4): noise a clip's latent part-way, denoise it towards ``prompt``.
+        """Style transfer by SDEdit (Meng et al. 2022): noise a clip's latent part-way, denoise it towards ``prompt``.
 
         Args:
             wav: ``(B, 1, T)`` clips at 16 kHz; ``sample_rate``, when given, is checked against it.
@@ -545,7 +545,7 @@ def fit_unet(vae: MelVAE, unet: UNet, mels: Tensor, clap_audio_embeddings: Tenso
              progress: bool = True, log_every: int = 10) -> TrainResult:
     """Train the denoiser on latents of ``mels`` ``(N, 1, F, L)`` conditioned on CLAP **audio** embeddings ``(N, D)``.
 
-    No captions (section 3.1): at inference a text embedding from the same CLAP space takes the audio
+    No captions (the paper's central idea): at inference a text embedding from the same CLAP space takes the audio
     embedding's place. Each step samples the frozen VAE's posterior, scales it by ``vae.scale_factor``
     (measured first if still 1, as LDM's ``scale_by_std`` does on its first batch) and takes
     :func:`course_lib.diffusion.diffusion_loss`, the condition replaced by ``unet.uncond`` for
