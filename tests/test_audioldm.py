@@ -3,8 +3,7 @@ guided sampling, SDEdit, training loops that learn, checkpoints and bad input. T
 from __future__ import annotations
 
 import math
-import dataclasses
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -340,7 +339,7 @@ def test_every_preset_builds_and_steps(name):
 
 def test_medium_is_small_with_a_wider_unet_and_trains_on_the_small_vae():
     small, medium = AudioLDMConfig.preset("small"), AudioLDMConfig.preset("medium")
-    differ = {f.name for f in dataclasses.fields(small) if getattr(small, f.name) != getattr(medium, f.name)}
+    differ = {f.name for f in fields(small) if getattr(small, f.name) != getattr(medium, f.name)}
     assert differ == {"unet_channels"} and medium.unet_channels > small.unet_channels
     assert recipe.unet_config(small, small) == small                  # the shipped UNet's config, unchanged
     # --preset medium --vae <small VAE>: the UNet's sizes from the preset, the rest from the VAE it denoises for
