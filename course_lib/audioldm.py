@@ -36,14 +36,15 @@ from torch import Tensor, nn
 from course_lib import checkpoint, diffusion
 from course_lib.clap import Clap, check_texts
 from course_lib.clap import load_pretrained as load_clap
-from course_lib.nn import ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, upsample2d
+from course_lib.nn import (ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, patch_discriminator,
+                           upsample2d)
 from course_lib.train import TrainConfig, Trainer, TrainResult, moving_average, optimizer_step
 from course_lib.vocoder import PRESETS as VOCODER_PRESETS
 from course_lib.vocoder import LogMel, Vocoder, VocoderConfig, griffin_lim
 from course_lib.vocoder import load_pretrained as load_vocoder
 
 __all__ = ["AudioLDMConfig", "PRESETS", "DiagonalGaussian", "VAEOutput", "MelVAE", "measure_scale", "UNet",
-           "timestep_embedding", "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
+           "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
            "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE", "DECODERS"]
 
 MAX_PROMPT_CHARS = 300   # longer prompts are refused rather than cut silently by CLAP's tokenizer
@@ -209,13 +210,6 @@ def measure_scale(vae: MelVAE, mels: Tensor, batch_size: int = 64, generator: to
 
 
 # ----------------------------------------------------------------------------- the UNet
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sinusoidal embedding of timesteps ``(B,)`` -> ``(B, dim)`` (openaimodel's ``timestep_embedding``)."""
-    freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2, device=t.device) / (dim // 2))
-    args = t.float()[:, None] * freqs[None]                                      # (B, dim / 2)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
 class UNet(nn.Module):
     """openaimodel's ``UNetModel`` at course size, conditioned on a CLAP embedding by FiLM.
 
@@ -228,7 +222,8 @@ class UNet(nn.Module):
     The buffer ``uncond`` ``(D,)`` is "no condition" for classifier-free guidance. AudioLDM uses CLAP's
     text embedding of the empty caption; the course CLAP refuses empty captions, so the default is the
     zero vector, the centre of the sphere of unit embeddings, as far from every caption as any other.
-    ``fit_unet(uncond=...)`` stores another with the weights.
+    ``fit_unet(uncond=...)`` stores another with the weights. The buffer ``text_shift`` ``(D,)`` moves a prompt's
+    text embedding across CLAP's modality gap (:meth:`AudioLDM.condition`); zero (no shift) until a recipe sets it.
     """
 
     def __init__(self, config: AudioLDMConfig | None = None) -> None:
@@ -238,6 +233,9 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(c0, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.film_embed = nn.Linear(cfg.cond_dim, emb)                          # AudioLDM's film_emb
         self.register_buffer("uncond", torch.zeros(cfg.cond_dim))
+        self.register_buffer("text_shift", torch.zeros(cfg.cond_dim))
+        self.register_load_state_dict_pre_hook(     # checkpoints saved before text_shift existed: no shift
+            lambda module, state, prefix, *_: state.setdefault(f"{prefix}text_shift", torch.zeros(cfg.cond_dim)))
         self.input_conv = nn.Conv2d(cfg.latent_dim, c0, 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [c0], c0
         for level, m in enumerate(mult):
@@ -267,7 +265,7 @@ class UNet(nn.Module):
             raise ValueError(f"The UNet needs cond of shape (B, D) = ({x_t.shape[0]}, {cfg.cond_dim}), got "
                              f"{None if cond is None else tuple(cond.shape)}: pass CLAP embeddings of the CLAP it "
                              f"was trained with ({cfg.clap!r}), or unet.uncond.expand(B, -1) for no condition.")
-        emb = torch.cat([self.time_embed(timestep_embedding(t, cfg.unet_channels)),
+        emb = torch.cat([self.time_embed(diffusion.timestep_embedding(t, cfg.unet_channels)),
                          self.film_embed(cond)], dim=-1)                        # (B, 8 C0)
         run = lambda block, h: block(h, emb) if isinstance(block, ResBlock2d) else block(h)
         h = self.input_conv(pad_to_multiple(x_t, 2 ** (len(cfg.unet_channel_mult) - 1)))
@@ -357,27 +355,35 @@ class AudioLDM(nn.Module):
         return self.vocoder(mel)
 
     @torch.no_grad()
+    def condition(self, prompts: Sequence[str], gap_shift: bool = True) -> Tensor:
+        """The UNet's conditions ``(B, D)`` for prompts: CLAP text embeddings, moved by ``unet.text_shift`` (the
+        centre of the training audio embeddings minus that of text embeddings, Liang et al. 2022) onto the unit
+        sphere again. ``gap_shift=False``: CLAP's text embeddings as they are, as in the paper."""
+        text = self.clap.embed_text(_check_prompts(prompts))
+        return F.normalize(text + self.unet.text_shift, dim=-1) if gap_shift else text
+
+    @torch.no_grad()
     def generate(self, prompts: Sequence[str], seconds: float = 1.0, steps: int = 50, guidance_scale: float = 2.5,
                  generator: torch.Generator | None = None, candidates: int = 1, eta: float = 0.0,
-                 decoder: str = "vocoder") -> Tensor:
+                 decoder: str = "vocoder", gap_shift: bool = True) -> Tensor:
         """Audio ``(B, 1, T)`` for ``B`` prompts, ``T = round(seconds * 16000)``.
 
         Args:
-            prompts: captions; CLAP's text embedding of each is the condition.
+            prompts: captions; :meth:`condition` turns them into the UNet's conditions.
             steps: DDIM steps; guidance_scale: classifier-free guidance ``s`` (0: unconditional).
             generator: all randomness (the initial noise, and each step's noise when ``eta > 0``).
             candidates: samples per prompt; the one whose CLAP audio embedding is closest to the
                 prompt's text embedding is returned (AudioLDM's ``text_to_audio``: ``n_candidate_gen_per_text``).
-            decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`).
+            decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`); gap_shift: :meth:`condition`'s.
         """
-        prompts = _check_prompts(prompts)
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates={candidates!r} must be an int >= 1 (samples per prompt to re-rank).")
-        text = self.clap.embed_text(prompts)                                     # (B, D)
-        wav = self.sample(text.repeat_interleave(candidates, dim=0), seconds, steps, guidance_scale, generator,
+        cond = self.condition(prompts, gap_shift)                                # (B, D)
+        wav = self.sample(cond.repeat_interleave(candidates, dim=0), seconds, steps, guidance_scale, generator,
                           eta, decoder)                                          # (B k, 1, T)
         if candidates > 1:
             audio = self.clap.embed_audio(wav).view(len(prompts), candidates, -1)   # (B, k, D)
+            text = self.clap.embed_text(prompts)                                 # CLAP's own, unshifted
             best = (audio * text[:, None]).sum(-1).argmax(dim=1)                 # (B,) by cosine similarity
             wav = wav.view(len(prompts), candidates, 1, -1)[torch.arange(len(prompts)), best]
         return wav
@@ -421,7 +427,7 @@ class AudioLDM(nn.Module):
             raise ValueError(f"{len(prompts)} prompts for {len(wav)} clips: pass one prompt, or one per clip.")
         _check_sampling(steps, guidance_scale, self.schedule)
         z_0 = self.vae.encode(mel).mean * self.vae.scale_factor                  # (B, 8, F', L')
-        z = diffusion.edit(self.unet, z_0, strength, self.clap.embed_text(prompts), self.unet.uncond[None],
+        z = diffusion.edit(self.unet, z_0, strength, self.condition(prompts), self.unet.uncond[None],
                            self.schedule, steps=steps, guidance_scale=guidance_scale, eta=eta, generator=generator)
         out = self.decode(z)
         return F.pad(out, (0, max(0, wav.shape[-1] - out.shape[-1])))[..., : wav.shape[-1]]
@@ -478,13 +484,6 @@ def vae_loss(vae: MelVAE, mel: Tensor, generator: torch.Generator | None = None,
     return VAELosses(total, rec, kl, adv, zero), out.reconstruction
 
 
-def _patch_discriminator(channels: int = 32) -> nn.Sequential:
-    """pix2pix's PatchGAN (taming's ``NLayerDiscriminator``, 2 layers): real or fake per patch of a mel."""
-    c = channels
-    return nn.Sequential(nn.Conv2d(1, c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
-                         nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2), nn.Conv2d(2 * c, 1, 4, 1, 1))
-
-
 def _trainer(modules: dict, optimizers: dict, generator: torch.Generator, steps: int, **kw) -> Trainer:
     return Trainer(modules, optimizers, TrainConfig(max_steps=steps, **kw), generators={"batches": generator})
 
@@ -509,7 +508,7 @@ def fit_vae(vae: MelVAE, mels: Tensor, *, steps: int, time_budget_s: float | Non
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.5, 0.9))
     modules, optimizers = {"vae": vae}, {"vae": opt}
-    disc = _patch_discriminator().to(device) if adversarial else None
+    disc = patch_discriminator().to(device) if adversarial else None
     if disc is not None:
         modules["discriminator"] = disc
         optimizers["discriminator"] = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9))

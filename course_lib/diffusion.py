@@ -35,7 +35,7 @@ from torch import Tensor, nn
 __all__ = [
     "DiffusionConfig", "PRESETS", "NoiseSchedule", "draw_t_and_noise", "q_sample", "DiffusionLoss",
     "diffusion_loss", "predict_x0", "ddpm_step", "ddim_timesteps", "ddim_step",
-    "classifier_free_guidance", "sample", "edit",
+    "classifier_free_guidance", "sample", "edit", "timestep_embedding",
 ]
 
 Denoiser = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
@@ -100,6 +100,13 @@ class NoiseSchedule(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.config)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding of timesteps ``(B,)`` -> ``(B, dim)`` (openaimodel's ``timestep_embedding``)."""
+    freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    args = t.float()[:, None] * freqs[None]                                      # (B, dim / 2)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 def _check_t(t: int, schedule: NoiseSchedule) -> None:

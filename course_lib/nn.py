@@ -31,7 +31,7 @@ from course_lib.spectral import istft
 __all__ = ["CausalConv1d", "same_padding", "conv_output_length", "receptive_field",
            "measured_receptive_field", "PaddedConv1d", "PaddedConvTranspose1d", "ResidualUnit",
            "STFTDiscriminator", "MultiScaleSTFTDiscriminator", "group_norm", "downsample2d", "upsample2d",
-           "pad_to_multiple", "ResBlock2d", "SelfAttention2d", "ConvNeXtBlock", "ISTFTDecoder"]
+           "pad_to_multiple", "patch_discriminator", "ResBlock2d", "SelfAttention2d", "ConvNeXtBlock", "ISTFTDecoder"]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -297,6 +297,14 @@ def downsample2d(channels: int) -> nn.Module:
 
 def upsample2d(channels: int) -> nn.Module:
     return nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1))
+
+
+def patch_discriminator(channels: int = 32) -> nn.Sequential:
+    """pix2pix's PatchGAN (taming's ``NLayerDiscriminator``, 2 layers): real or fake per patch of a mel
+    ``(B, 1, F, L)`` -> ``(B, 1, F/4 - 1, L/4 - 1)`` logits (AudioLDM's VAE discriminator, course-sized)."""
+    c = channels
+    return nn.Sequential(nn.Conv2d(1, c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
+                         nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2), nn.Conv2d(2 * c, 1, 4, 1, 1))
 
 
 def pad_to_multiple(x: Tensor, multiple: int, value: float = 0.0) -> Tensor:

@@ -2,6 +2,7 @@
 guided sampling, SDEdit, training loops that learn, checkpoints and bad input. Tiny presets throughout."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import fields, replace
 
@@ -11,8 +12,9 @@ import torch
 from course_lib import checkpoint
 from course_lib.audio import AudioError
 from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, DiagonalGaussian, MelVAE, UNet, fit_unet, fit_vae,
-                                 load_pretrained, measure_scale, save_pretrained, timestep_embedding)
+                                 load_pretrained, measure_scale, save_pretrained)
 from course_lib.clap import Clap, ClapConfig
+from course_lib.data import captions
 from course_lib.recipes import audioldm as recipe
 from course_lib.vocoder import load_pretrained as load_vocoder
 from course_lib.vocoder import (MEL_MEAN, MEL_STD, LogMel, Vocoder, VocoderConfig, VocoderDiscriminator, fit_vocoder,
@@ -196,12 +198,6 @@ def test_film_conditioning_changes_eps():
     torch.testing.assert_close(unet(x, t, c1), unet(x, t, c2))
 
 
-def test_timestep_embedding():
-    emb = timestep_embedding(torch.tensor([0, 1, 999]), 16)
-    assert emb.shape == (3, 16)
-    torch.testing.assert_close(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))   # cos 0 = 1, sin 0 = 0
-
-
 def test_denoiser_overfits_a_few_conditioned_latents():
     torch.manual_seed(0)
     vae, unet = MelVAE(TINY).eval(), UNet(TINY)
@@ -284,6 +280,38 @@ def test_sample_takes_any_clap_embedding_as_generate_takes_text(model):
     assert model.sample(audio, 0.2, 2, generator=g()).shape == (2, 1, 3200)
     with pytest.raises(ValueError, match=r"\(B, 128\) CLAP embeddings"):
         model.sample(text[0], 0.2, 2)
+
+
+def test_condition_moves_text_across_the_modality_gap(model):
+    prompts, g = ["a bell", "rain"], lambda: torch.Generator().manual_seed(3)
+    text = model.clap.embed_text(prompts)
+    torch.testing.assert_close(model.condition(prompts), text)                  # no shift stored: CLAP's own
+    shifted = AudioLDM(TINY, model.clap, model.vae, copy.deepcopy(model.unet), model.vocoder).eval()
+    shift = torch.randn(TINY.cond_dim, generator=torch.Generator().manual_seed(0))
+    shifted.unet.text_shift.copy_(shift)
+    cond = shifted.condition(prompts)
+    torch.testing.assert_close(cond, (text + shift) / (text + shift).norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(shifted.condition(prompts, gap_shift=False), text)
+    for shift_on, c in ((True, cond), (False, text)):                           # generate samples from condition()
+        torch.testing.assert_close(shifted.generate(prompts, 0.2, 3, generator=g(), gap_shift=shift_on),
+                                   shifted.sample(c, 0.2, 3, generator=g()))
+
+
+def test_unet_saved_before_the_gap_shift_loads_without_one():
+    state = UNet(TINY).state_dict()
+    del state["text_shift"]
+    unet = UNet(TINY)
+    unet.text_shift.fill_(1.0)
+    unet.load_state_dict(state)
+    assert not unet.text_shift.any()
+
+
+def test_modality_gap_shift_is_the_difference_of_the_centres(model):
+    classes = ["kick", "snare"]
+    audio = torch.nn.functional.normalize(torch.randn(6, TINY.cond_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    text = model.clap.embed_text([p for c in classes for p in captions.prompts(c, "train")])
+    torch.testing.assert_close(recipe.modality_gap_shift(model.clap, audio, classes), audio.mean(0) - text.mean(0))
+    assert not set(captions.prompts("kick", "heldout")) & set(captions.prompts("kick", "train"))   # rulers' wordings
 
 
 def test_candidates_are_reranked_by_clap(model):
@@ -420,6 +448,7 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     metrics = card["metrics"]
     assert set(metrics["validation_accuracy_by_guidance"]) == {str(s) for s in recipe.GUIDANCE_SCALES}
     assert metrics["frechet_noise_vs_test"] > 0 and -1 <= metrics["clap_score"] <= 1
+    assert 0 <= metrics["test_accuracy_without_gap_shift"] <= 1 and model.unet.text_shift.abs().sum() > 0
     again = recipe.eval_cli(["--checkpoint", str(out), "--threads", "1"])
     assert again["unet"] == metrics                                             # the card, recomputed
     assert model.generate(["a kick drum"], seconds=0.2, steps=2).shape == (1, 1, 3200)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from course_lib.diffusion import (PRESETS, DiffusionConfig, NoiseSchedule, classifier_free_guidance, ddim_step,
                                   ddim_timesteps, ddpm_step, diffusion_loss, draw_t_and_noise, edit, predict_x0,
-                                  q_sample, sample)
+                                  q_sample, sample, timestep_embedding)
 
 # AudioLDM's scheduler, as diffusers' convert_original_audioldm_to_diffusers.py builds it.
 AUDIOLDM_DDIM = dict(beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -277,3 +277,9 @@ def _zero(x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
 def test_clear_errors(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(NoiseSchedule())
+
+
+def test_timestep_embedding():
+    emb = timestep_embedding(torch.tensor([0, 1, 999]), 16)
+    assert emb.shape == (3, 16)
+    torch.testing.assert_close(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))   # cos 0 = 1, sin 0 = 0
