@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import checkpoint, diffusion
-from course_lib.clap import Clap, check_texts
+from course_lib.clap import Clap, check_texts, neighbour_mean
 from course_lib.clap import load_pretrained as load_clap
-from course_lib.nn import (ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple, patch_discriminator,
-                           upsample2d)
+from course_lib.nn import (DiagonalGaussian, ResBlock2d, SelfAttention2d, downsample2d, group_norm, pad_to_multiple,
+                           patch_discriminator, upsample2d)
 from course_lib.train import TrainConfig, Trainer, TrainResult, moving_average, optimizer_step
 from course_lib.vocoder import PRESETS as VOCODER_PRESETS
 from course_lib.vocoder import LogMel, Vocoder, VocoderConfig, griffin_lim
@@ -45,11 +45,12 @@ from course_lib.vocoder import load_pretrained as load_vocoder
 
 __all__ = ["AudioLDMConfig", "PRESETS", "DiagonalGaussian", "VAEOutput", "MelVAE", "measure_scale", "UNet",
            "AudioLDM", "VAELosses", "vae_loss", "fit_vae", "UNetLosses", "fit_unet",
-           "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE", "DECODERS"]
+           "PARTS", "save_pretrained", "load_pretrained", "MAX_PROMPT_CHARS", "MAX_GUIDANCE", "DECODERS", "PRIORS"]
 
 MAX_PROMPT_CHARS = 300   # longer prompts are refused rather than cut silently by CLAP's tokenizer
 MAX_GUIDANCE = 20.0      # AudioLDM uses 2.5; far beyond ~10 samples only saturate
 DECODERS = ("vocoder", "griffin_lim")
+PRIORS = ("retrieval", "shift", "text")   # how a prompt becomes the UNet's condition: AudioLDM.condition
 
 
 @dataclass(frozen=True)
@@ -113,23 +114,6 @@ PRESETS: dict[str, AudioLDMConfig] = {
 
 
 # ----------------------------------------------------------------------------- the VAE
-class DiagonalGaussian(NamedTuple):
-    """The posterior q(z | x) (AudioLDM's ``distributions.py``, ``DiagonalGaussianDistribution``)."""
-
-    mean: Tensor     # (B, D, F', L')
-    logvar: Tensor   # (B, D, F', L'), clamped to [-30, 20] as in LDM
-
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """z = mean + std * eps, the reparameterisation trick (Kingma & Welling 2014)."""
-        device = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
-        return self.mean + (0.5 * self.logvar).exp() * eps.to(self.mean.device)
-
-    def kl(self) -> Tensor:
-        """KL(q || N(0, I)) per example, averaged over elements as AudioLDM's ``kl()``: ``(B,)``."""
-        return 0.5 * (self.mean**2 + self.logvar.exp() - 1.0 - self.logvar).mean(dim=(1, 2, 3))
-
-
 class VAEOutput(NamedTuple):
     reconstruction: Tensor       # (B, 1, F, L) normalised log-mel
     posterior: DiagonalGaussian
@@ -222,8 +206,8 @@ class UNet(nn.Module):
     The buffer ``uncond`` ``(D,)`` is "no condition" for classifier-free guidance. AudioLDM uses CLAP's
     text embedding of the empty caption; the course CLAP refuses empty captions, so the default is the
     zero vector, the centre of the sphere of unit embeddings, as far from every caption as any other.
-    ``fit_unet(uncond=...)`` stores another with the weights. The buffer ``text_shift`` ``(D,)`` moves a prompt's
-    text embedding across CLAP's modality gap (:meth:`AudioLDM.condition`); zero (no shift) until a recipe sets it.
+    ``fit_unet(uncond=...)`` stores another with the weights. The buffers ``text_shift`` ``(D,)`` and ``audio_bank``
+    ``(N, D)`` (training clips' CLAP audio embeddings) serve :meth:`AudioLDM.condition`; empty until a recipe fills them.
     """
 
     def __init__(self, config: AudioLDMConfig | None = None) -> None:
@@ -234,8 +218,8 @@ class UNet(nn.Module):
         self.film_embed = nn.Linear(cfg.cond_dim, emb)                          # AudioLDM's film_emb
         self.register_buffer("uncond", torch.zeros(cfg.cond_dim))
         self.register_buffer("text_shift", torch.zeros(cfg.cond_dim))
-        self.register_load_state_dict_pre_hook(     # checkpoints saved before text_shift existed: no shift
-            lambda module, state, prefix, *_: state.setdefault(f"{prefix}text_shift", torch.zeros(cfg.cond_dim)))
+        self.register_buffer("audio_bank", torch.zeros(0, cfg.cond_dim))
+        self.register_load_state_dict_pre_hook(UNet._take_bank)
         self.input_conv = nn.Conv2d(cfg.latent_dim, c0, 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [c0], c0
         for level, m in enumerate(mult):
@@ -258,6 +242,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(group_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.latent_dim, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)                                     # zero_module: eps starts at 0
         nn.init.zeros_(self.out[-1].bias)
+
+    @staticmethod
+    def _take_bank(module: UNet, state: dict, prefix: str, *_) -> None:
+        """Loading: the stored bank's size, whatever this one's; checkpoints from before the buffers get empty ones."""
+        state.setdefault(f"{prefix}text_shift", torch.zeros_like(module.text_shift))
+        module.audio_bank = torch.empty_like(state.setdefault(f"{prefix}audio_bank", module.audio_bank[:0]))
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         cfg = self.config
@@ -355,17 +345,28 @@ class AudioLDM(nn.Module):
         return self.vocoder(mel)
 
     @torch.no_grad()
-    def condition(self, prompts: Sequence[str], gap_shift: bool = True) -> Tensor:
-        """The UNet's conditions ``(B, D)`` for prompts: CLAP text embeddings, moved by ``unet.text_shift`` (the
-        centre of the training audio embeddings minus that of text embeddings, Liang et al. 2022) onto the unit
-        sphere again. ``gap_shift=False``: CLAP's text embeddings as they are, as in the paper."""
-        text = self.clap.embed_text(_check_prompts(prompts))
-        return F.normalize(text + self.unet.text_shift, dim=-1) if gap_shift else text
+    def condition(self, prompts: Sequence[str], prior: str | None = None, k: int = 16) -> Tensor:
+        """The UNet's conditions ``(B, D)`` for prompts, from their CLAP text embeddings by one of :data:`PRIORS`:
+        ``"retrieval"``, the normalised mean of the ``k`` audio embeddings of training clips in ``unet.audio_bank``
+        most similar to the text (kNN-Diffusion, Sheynin et al. 2023), conditions like those in training;
+        ``"shift"``, the text embedding plus ``unet.text_shift`` (centre of the training audio embeddings minus that
+        of text embeddings, Liang et al. 2022) on the unit sphere; ``"text"``, as it is, as in the paper.
+        ``None``: ``"retrieval"`` when the UNet stores a bank, else ``"shift"`` (with no shift stored: ``"text"``)."""
+        text, bank = self.clap.embed_text(_check_prompts(prompts)), self.unet.audio_bank
+        prior = prior or ("retrieval" if len(bank) else "shift")
+        if prior not in PRIORS:
+            raise ValueError(f"prior={prior!r} must be one of {PRIORS} (or None for the stored default).")
+        if prior == "retrieval" and not len(bank):
+            raise ValueError("prior='retrieval' needs unet.audio_bank, which this UNet lacks: fill it with CLAP audio "
+                             "embeddings of training clips (recipes.audioldm.clap_embeddings), or use prior='shift'.")
+        if prior == "retrieval":
+            return neighbour_mean(text, bank.to(text.dtype), k)
+        return F.normalize(text + self.unet.text_shift, dim=-1) if prior == "shift" else text
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seconds: float = 1.0, steps: int = 50, guidance_scale: float = 2.5,
                  generator: torch.Generator | None = None, candidates: int = 1, eta: float = 0.0,
-                 decoder: str = "vocoder", gap_shift: bool = True) -> Tensor:
+                 decoder: str = "vocoder", prior: str | None = None) -> Tensor:
         """Audio ``(B, 1, T)`` for ``B`` prompts, ``T = round(seconds * 16000)``.
 
         Args:
@@ -374,11 +375,11 @@ class AudioLDM(nn.Module):
             generator: all randomness (the initial noise, and each step's noise when ``eta > 0``).
             candidates: samples per prompt; the one whose CLAP audio embedding is closest to the
                 prompt's text embedding is returned (AudioLDM's ``text_to_audio``: ``n_candidate_gen_per_text``).
-            decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`); gap_shift: :meth:`condition`'s.
+            decoder: ``"vocoder"`` or ``"griffin_lim"`` (:meth:`decode`); prior: :meth:`condition`'s.
         """
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates={candidates!r} must be an int >= 1 (samples per prompt to re-rank).")
-        cond = self.condition(prompts, gap_shift)                                # (B, D)
+        cond = self.condition(prompts, prior)                                    # (B, D)
         wav = self.sample(cond.repeat_interleave(candidates, dim=0), seconds, steps, guidance_scale, generator,
                           eta, decoder)                                          # (B k, 1, T)
         if candidates > 1:

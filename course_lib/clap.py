@@ -41,7 +41,7 @@ from course_lib.train import TrainConfig, Trainer, TrainResult
 
 __all__ = [
     "ClapConfig", "PRESETS", "Clap", "tokenize", "contrastive_loss", "ContrastiveLoss",
-    "zero_shot_classify", "ZeroShotResult", "retrieval_metrics", "RetrievalMetrics", "load_pretrained",
+    "zero_shot_classify", "ZeroShotResult", "retrieval_metrics", "RetrievalMetrics", "neighbour_mean", "load_pretrained",
     "TEXT_TOWERS", "MiniLMUnavailable", "ClapData", "prepare", "ClapLosses", "fit", "embed_all", "evaluate",
 ]
 
@@ -373,6 +373,21 @@ def zero_shot_classify(model: Clap, audio_emb: Tensor, prompts: Sequence[Sequenc
     logits = model.scale(tower) * audio_emb @ class_emb.T                    # (B, K)
     probs = logits.softmax(-1)
     return ZeroShotResult(probs.argmax(-1), probs, class_emb)
+
+
+def neighbour_mean(query_emb: Tensor, bank: Tensor, k: int = 16) -> Tensor:
+    """``(Nq, D)``: for each query, the unit-norm mean of its ``k`` most similar bank rows (cosine), e.g. the audio
+    embeddings of the training clips that a prompt's text embedding retrieves (kNN-Diffusion, Sheynin et al. 2023).
+
+    Args:
+        query_emb: ``(Nq, D)`` unit-norm; bank: ``(N, D)`` unit-norm, ``N >= 1``; k: neighbours, capped at ``N``.
+    """
+    if bank.ndim != 2 or len(bank) == 0 or bank.shape[1] != query_emb.shape[-1]:
+        raise ValueError(f"bank must be (N >= 1, {query_emb.shape[-1]}) embeddings, got {tuple(bank.shape)}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be an int >= 1 (the number of neighbours to average).")
+    top = (query_emb @ bank.T).topk(min(k, len(bank)), dim=-1).indices         # (Nq, k)
+    return F.normalize(bank[top].mean(1), dim=-1)
 
 
 class RetrievalMetrics(NamedTuple):

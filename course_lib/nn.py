@@ -11,7 +11,8 @@ and by notebook 01, which measures each claim:
   ``L -> L * s`` exactly, causal or centred.
 - :class:`ResidualUnit`: the dilated residual unit of SEANet / SoundStream / EnCodec (activation=).
 - :class:`MultiScaleSTFTDiscriminator`: EnCodec's adversary over complex STFTs.
-- :class:`ResBlock2d` (with FiLM), :class:`SelfAttention2d` and 2-D up/downsampling: AudioLDM's mel VAE and UNet.
+- :class:`ResBlock2d` (with FiLM), :class:`SelfAttention2d` and 2-D up/downsampling: AudioLDM's mel VAE and UNet;
+  :class:`DiagonalGaussian`, the VAE's posterior.
 - :class:`ConvNeXtBlock`, :class:`ISTFTDecoder`: Vocos' frame-rate decoder (the codec's ``speech`` preset, the
   ``istft`` vocoder).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,8 @@ from course_lib.spectral import istft
 __all__ = ["CausalConv1d", "same_padding", "conv_output_length", "receptive_field",
            "measured_receptive_field", "PaddedConv1d", "PaddedConvTranspose1d", "ResidualUnit",
            "STFTDiscriminator", "MultiScaleSTFTDiscriminator", "group_norm", "downsample2d", "upsample2d",
-           "pad_to_multiple", "patch_discriminator", "ResBlock2d", "SelfAttention2d", "ConvNeXtBlock", "ISTFTDecoder"]
+           "pad_to_multiple", "patch_discriminator", "ResBlock2d", "SelfAttention2d", "DiagonalGaussian",
+           "ConvNeXtBlock", "ISTFTDecoder"]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -354,6 +357,23 @@ class SelfAttention2d(nn.Module):
         q, k, v = qkv.transpose(-1, -2).unbind(1)                               # (B, nh, HW, hs) each
         y = F.scaled_dot_product_attention(q, k, v)                             # (B, nh, HW, hs)
         return x + self.proj(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class DiagonalGaussian(NamedTuple):
+    """The posterior q(z | x) (AudioLDM's ``distributions.py``, ``DiagonalGaussianDistribution``)."""
+
+    mean: Tensor     # (B, D, F', L')
+    logvar: Tensor   # (B, D, F', L'), clamped to [-30, 20] as in LDM
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """z = mean + std * eps, the reparameterisation trick (Kingma & Welling 2014)."""
+        device = generator.device if generator is not None else self.mean.device
+        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        return self.mean + (0.5 * self.logvar).exp() * eps.to(self.mean.device)
+
+    def kl(self) -> Tensor:
+        """KL(q || N(0, I)) per example, averaged over elements as AudioLDM's ``kl()``: ``(B,)``."""
+        return 0.5 * (self.mean**2 + self.logvar.exp() - 1.0 - self.logvar).mean(dim=(1, 2, 3))
 
 
 # ----------------------------------------------------------------------------- Vocos: frames, not samples

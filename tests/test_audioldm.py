@@ -11,8 +11,8 @@ import torch
 
 from course_lib import checkpoint
 from course_lib.audio import AudioError
-from course_lib.audioldm import (PRESETS, AudioLDM, AudioLDMConfig, DiagonalGaussian, MelVAE, UNet, fit_unet, fit_vae,
-                                 load_pretrained, measure_scale, save_pretrained)
+from course_lib.audioldm import (PRESETS, PRIORS, AudioLDM, AudioLDMConfig, DiagonalGaussian, MelVAE, UNet, fit_unet,
+                                 fit_vae, load_pretrained, measure_scale, save_pretrained)
 from course_lib.clap import Clap, ClapConfig
 from course_lib.data import captions
 from course_lib.recipes import audioldm as recipe
@@ -282,28 +282,48 @@ def test_sample_takes_any_clap_embedding_as_generate_takes_text(model):
         model.sample(text[0], 0.2, 2)
 
 
-def test_condition_moves_text_across_the_modality_gap(model):
+def test_condition_priors_retrieve_shift_or_keep_the_text(model):
     prompts, g = ["a bell", "rain"], lambda: torch.Generator().manual_seed(3)
     text = model.clap.embed_text(prompts)
-    torch.testing.assert_close(model.condition(prompts), text)                  # no shift stored: CLAP's own
-    shifted = AudioLDM(TINY, model.clap, model.vae, copy.deepcopy(model.unet), model.vocoder).eval()
+    torch.testing.assert_close(model.condition(prompts), text)                  # nothing stored: CLAP's own
+    other = AudioLDM(TINY, model.clap, model.vae, copy.deepcopy(model.unet), model.vocoder).eval()
     shift = torch.randn(TINY.cond_dim, generator=torch.Generator().manual_seed(0))
-    shifted.unet.text_shift.copy_(shift)
-    cond = shifted.condition(prompts)
-    torch.testing.assert_close(cond, (text + shift) / (text + shift).norm(dim=-1, keepdim=True))
-    torch.testing.assert_close(shifted.condition(prompts, gap_shift=False), text)
-    for shift_on, c in ((True, cond), (False, text)):                           # generate samples from condition()
-        torch.testing.assert_close(shifted.generate(prompts, 0.2, 3, generator=g(), gap_shift=shift_on),
-                                   shifted.sample(c, 0.2, 3, generator=g()))
+    other.unet.text_shift.copy_(shift)
+    shifted = (text + shift) / (text + shift).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(other.condition(prompts), shifted)               # a shift, no bank: "shift"
+    with pytest.raises(ValueError, match="audio_bank"):
+        other.condition(prompts, "retrieval")
+    bank = torch.nn.functional.normalize(torch.randn(40, TINY.cond_dim, generator=torch.Generator().manual_seed(1)),
+                                         dim=-1)
+    other.unet.audio_bank = bank
+    near = [sorted(range(40), key=lambda j: -float(text[i] @ bank[j]))[:16] for i in range(2)]   # by hand
+    mean = torch.stack([bank[n].mean(0) for n in near])
+    retrieved = mean / mean.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(other.condition(prompts), retrieved)             # a bank: "retrieval"
+    torch.testing.assert_close(other.condition(prompts, "retrieval", k=1), bank[[n[0] for n in near]])
+    torch.testing.assert_close(other.condition(prompts, "shift"), shifted)
+    torch.testing.assert_close(other.condition(prompts, "text"), text)
+    for prior, c in (("retrieval", retrieved), ("shift", shifted), ("text", text)):   # generate samples condition()
+        torch.testing.assert_close(other.generate(prompts, 0.2, 3, generator=g(), prior=prior),
+                                   other.sample(c, 0.2, 3, generator=g()))
+    with pytest.raises(ValueError, match="must be one of"):
+        other.condition(prompts, "clip")
+    with pytest.raises(ValueError, match="k=0"):
+        other.condition(prompts, "retrieval", k=0)
 
 
-def test_unet_saved_before_the_gap_shift_loads_without_one():
+def test_unet_loads_older_checkpoints_and_any_bank_size():
     state = UNet(TINY).state_dict()
-    del state["text_shift"]
+    del state["text_shift"], state["audio_bank"]                                # saved before both existed
     unet = UNet(TINY)
     unet.text_shift.fill_(1.0)
+    unet.audio_bank = torch.ones(3, TINY.cond_dim)
     unet.load_state_dict(state)
-    assert not unet.text_shift.any()
+    assert not unet.text_shift.any() and unet.audio_bank.shape == (0, TINY.cond_dim)
+    state["audio_bank"] = torch.randn(7, TINY.cond_dim)
+    unet.load_state_dict(state)
+    torch.testing.assert_close(unet.audio_bank, state["audio_bank"])
+    assert "audio_bank" in dict(unet.named_buffers())                           # saved with the weights
 
 
 def test_modality_gap_shift_is_the_difference_of_the_centres(model):
@@ -448,7 +468,9 @@ def test_recipe_trains_three_stages_and_eval_reproduces_the_card(tmp_path, monke
     metrics = card["metrics"]
     assert set(metrics["validation_accuracy_by_guidance"]) == {str(s) for s in recipe.GUIDANCE_SCALES}
     assert metrics["frechet_noise_vs_test"] > 0 and -1 <= metrics["clap_score"] <= 1
-    assert 0 <= metrics["test_accuracy_without_gap_shift"] <= 1 and model.unet.text_shift.abs().sum() > 0
+    assert metrics["prior"] == "retrieval" and set(metrics["test_accuracy_by_prior"]) == set(PRIORS)
+    assert metrics["test_accuracy_by_prior"]["retrieval"] == metrics["test_accuracy"]
+    assert model.unet.text_shift.abs().sum() > 0 and model.unet.audio_bank.shape == (8, TINY.cond_dim)
     again = recipe.eval_cli(["--checkpoint", str(out), "--threads", "1"])
     assert again["unet"] == metrics                                             # the card, recomputed
     assert model.generate(["a kick drum"], seconds=0.2, steps=2).shape == (1, 1, 3200)

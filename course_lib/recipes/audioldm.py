@@ -19,8 +19,10 @@ Rulers (chosen before training, none used in training):
   reported. An independent classifier trained on real *test* clips judges the class; a Fréchet
   distance in that classifier's embedding (not CLAP's) compares generated and real clips, beside the
   real-vs-real floor and noise bursts; the CLAP score (cosine of generated audio and prompt) is
-  reported with its caveat: the same CLAP steered the sampler. The test accuracy is reported with and
-  without the modality-gap shift (:func:`modality_gap_shift`), one vector the unet stage stores in the UNet.
+  reported with its caveat: the same CLAP steered the sampler. The test accuracy is reported for each way
+  of turning a prompt into a condition (``AudioLDM.condition``'s priors): the audio embeddings of training
+  clips it retrieves (``BANK_SIZE`` of them stored in the UNet), its text embedding moved by the
+  modality-gap shift (:func:`modality_gap_shift`), and its text embedding as it is.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ import torch
 
 from course_lib import checkpoint, gan_eval, vocoder as voc
 from course_lib.audio import save
-from course_lib.audioldm import (PARTS, PRESETS, AudioLDM, AudioLDMConfig, MelVAE, UNet, fit_unet, fit_vae, load_pretrained,
-                                 measure_scale, save_pretrained)
+from course_lib.audioldm import (PARTS, PRESETS, PRIORS, AudioLDM, AudioLDMConfig, MelVAE, UNet, fit_unet, fit_vae,
+                                 load_pretrained, measure_scale, save_pretrained)
 from course_lib.clap import Clap, ClapConfig
 from course_lib.clap import load_pretrained as load_clap
 from course_lib.data import FAMILY_OF, SynthWorld, captions
@@ -47,12 +49,13 @@ from course_lib.train import is_main_process
 
 __all__ = ["load_clips", "mels_of", "clap_embeddings", "modality_gap_shift", "reconstruction_report",
            "split_prompts", "text_to_audio_report", "generate_per_class", "classifier", "unet_config", "train_cli",
-           "eval_cli", "generate_cli", "bench", "GUIDANCE_SCALES"]
+           "eval_cli", "generate_cli", "bench", "GUIDANCE_SCALES", "BANK_SIZE"]
 
 SECONDS = 1.0                       # SynthWorld clips; the latent of one second is (8, 16, 25)
 GUIDANCE_SCALES = (1.0, 2.5, 5.0, 7.5, 10.0)   # tried on the validation prompts; the best is used on the test prompts
 GEN_STEPS = 50                      # DDIM steps for the card's clips
 CLASSIFIER_STEPS = 400              # training steps of the independent classifier
+BANK_SIZE = 4096                    # training clips' audio embeddings the UNet stores for prior="retrieval" (1 MB)
 
 
 def load_clips(split: str, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -131,13 +134,13 @@ def split_prompts(classes: Sequence[str]) -> tuple[list[list[str]], list[list[st
 @torch.no_grad()
 def generate_per_class(model: AudioLDM, prompts: list[list[str]], per_class: int, guidance: float, steps: int,
                        seed: int, decoder: str = "vocoder",
-                       gap_shift: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                       prior: str | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``per_class`` clips per class, cycling through the class's prompts; labels and prompts beside."""
     g = torch.Generator().manual_seed(seed)
     texts = [ps[j % len(ps)] for ps in prompts for j in range(per_class)]
     labels = torch.arange(len(prompts)).repeat_interleave(per_class)
     wav = torch.cat([model.generate(texts[i:i + 34], SECONDS, steps, guidance, generator=g, decoder=decoder,
-                                    gap_shift=gap_shift) for i in range(0, len(texts), 34)])
+                                    prior=prior) for i in range(0, len(texts), 34)])
     return wav, labels, texts
 
 
@@ -159,11 +162,14 @@ def text_to_audio_report(model: AudioLDM, clf: gan_eval.AudioClassifier, test_au
     noise = clf.predict(gan_eval.noise_bursts(n, wav.shape[-1], generator=torch.Generator().manual_seed(seed)))
     clap_score = (model.clap.embed_audio(wav) * model.clap.embed_text(texts)).sum(-1)
     right = (pred.logits.argmax(-1) == labels).float()
-    plain, _, _ = generate_per_class(model, test_prompts, per_class, best, steps, seed + 2, gap_shift=False)
+    default = "retrieval" if len(model.unet.audio_bank) else "shift"
+    others = {p: generate_per_class(model, test_prompts, per_class, best, steps, seed + 2, prior=p)[0]
+              for p in PRIORS if p != default and (p != "retrieval" or len(model.unet.audio_bank))}
     return {"per_class": per_class, "steps": steps, "validation_accuracy_by_guidance": val, "guidance_scale": best,
             "test_accuracy": round(float(right.mean()), 4),
-            "test_accuracy_without_gap_shift": round(float((clf.predict(plain).logits.argmax(-1) == labels).float()
-                                                           .mean()), 4),
+            "prior": default, "test_accuracy_by_prior": {default: round(float(right.mean()), 4), **{
+                p: round(float((clf.predict(w).logits.argmax(-1) == labels).float().mean()), 4)
+                for p, w in others.items()}},
             "classes_at_least_half_right": int((right.view(len(classes), -1).mean(1) >= 0.5).sum()),
             "frechet_generated_vs_test": round(frechet_distance(pred.embedding, real), 3),
             "frechet_real_vs_test": round(frechet_distance(other, real), 3),
@@ -277,12 +283,15 @@ def train_cli(argv: Sequence[str]) -> int:
     clap = load_clap(config.clap)
     unet = UNet(unet_config(config, vae.config))
     if args.init_from:
-        warm_start(unet, checkpoint.load_pretrained(f"{args.init_from}-unet", UNet, AudioLDMConfig), args.init_from)
+        start = checkpoint.load_pretrained(f"{args.init_from}-unet", UNet, AudioLDMConfig)
+        start.audio_bank = start.audio_bank[:0]                           # refilled from this run's clips at export
+        warm_start(unet, start, args.init_from)
     emb = clap_embeddings(clap, audio)
     result = fit_unet(vae, unet.to(run.device), mels_of(audio, vae.config), emb, ema_decay=args.ema_decay, **common)
     if not is_main_process() or not result.finished:
         return export(run, result, unet.config, {})
     result.model.text_shift.copy_(modality_gap_shift(clap, emb, classes))
+    result.model.audio_bank = emb[:BANK_SIZE].clone()                     # for prior="retrieval"
     checkpoint.round_trip_(result.model.cpu(), torch.float16)
     model = AudioLDM(unet.config, clap, vae, result.model, voc.load_pretrained(args.vocoder)).eval()
     metrics = {}
