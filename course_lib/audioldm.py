@@ -161,8 +161,7 @@ class MelVAE(nn.Module):
         if mel.ndim != 4 or mel.shape[1] != 1 or mel.shape[2] != cfg.n_mels:
             raise ValueError(f"MelVAE expects a normalised log-mel (B, 1, {cfg.n_mels}, L), got shape "
                              f"{tuple(mel.shape)}; make one with LogMel()(wav) for wav (B, 1, T) at 16 kHz.")
-        moments = self.encoder(pad_to_multiple(mel, cfg.downsample, LogMel.silence))     # (B, 2D, F', L')
-        mean, logvar = moments.chunk(2, dim=1)
+        mean, logvar = self.encoder(pad_to_multiple(mel, cfg.downsample, LogMel.silence)).chunk(2, dim=1)  # (B, D, F', L')
         return DiagonalGaussian(mean, logvar.clamp(-30.0, 20.0))
 
     def decode(self, z: Tensor) -> Tensor:
@@ -247,7 +246,8 @@ class UNet(nn.Module):
     def _take_bank(module: UNet, state: dict, prefix: str, *_) -> None:
         """Loading: the stored bank's size, whatever this one's; checkpoints from before the buffers get empty ones."""
         state.setdefault(f"{prefix}text_shift", torch.zeros_like(module.text_shift))
-        module.audio_bank = torch.empty_like(state.setdefault(f"{prefix}audio_bank", module.audio_bank[:0]))
+        bank = state.setdefault(f"{prefix}audio_bank", module.audio_bank[:0])
+        module.audio_bank = module.audio_bank.new_empty(bank.shape)           # the stored size, this module's dtype
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         cfg = self.config
@@ -360,7 +360,7 @@ class AudioLDM(nn.Module):
             raise ValueError("prior='retrieval' needs unet.audio_bank, which this UNet lacks: fill it with CLAP audio "
                              "embeddings of training clips (recipes.audioldm.clap_embeddings), or use prior='shift'.")
         if prior == "retrieval":
-            return neighbour_mean(text, bank.to(text.dtype), k)
+            return neighbour_mean(text, bank, k)
         return F.normalize(text + self.unet.text_shift, dim=-1) if prior == "shift" else text
 
     @torch.no_grad()

@@ -179,7 +179,9 @@ def _scores(card: dict) -> tuple[str, str]:
     if arch == "UNet":
         return ("AudioLDM's denoiser: a 2-D UNet over VAE latents, FiLM-conditioned on CLAP audio embeddings",
                 f"held-out prompts: {_pct(m['test_accuracy'])} of generated clips in the prompt's class (guidance "
-                f"{m['guidance_scale']:g}); Fréchet distance {m['frechet_generated_vs_test']:.0f} (real "
+                f"{m['guidance_scale']:g}, condition: {m.get('prior', 'text')}"
+                + (f"; the text embedding alone: {_pct(m['test_accuracy_by_prior']['text'])}"
+                   if 'test_accuracy_by_prior' in m else "") + f"); Fréchet distance {m['frechet_generated_vs_test']:.0f} (real "
                 f"{m['frechet_real_vs_test']:.0f}, noise {m['frechet_noise_vs_test']:.0f})")
     if arch == "HuBERT":
         p = m["probes"]["voices-digits-heldout"]
