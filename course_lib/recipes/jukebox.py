@@ -43,7 +43,8 @@ __all__ = ["load_songs", "encode_songs", "encode_songs_cached", "vqvae_report", 
            "generation_report", "reference_report", "train_cli", "eval_cli", "generate_cli", "bench"]
 
 SECONDS = 6.0          # training and test songs
-GEN_PER_STYLE, GEN_SECONDS = 2, 3.0      # generated songs per style on the card, and their length
+GEN_PER_STYLE = 2                         # generated songs per style on the card
+GEN_SECONDS = SECONDS                     # and their length: the songs' (the length token and timing learnt)
 REFERENCE_SONGS = 24                      # val songs whose reconstructions show what generated songs could score
 
 
