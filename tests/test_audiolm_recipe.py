@@ -44,6 +44,7 @@ def trained(tmp_path_factory) -> dict:
     stages = TINY + ["--steps", "3", "--hubert", str(paths["hubert"]), "--codec", str(root / "codec")]
     for st in ("semantic", "coarse"):
         assert R.train_cli(stages + ["--stage", st, "--run-dir", str(root / "runs" / st), "--out", str(paths[st])]) == 0
+        assert (root / "runs" / st / "tokens-train.pt").is_file()                 # a resumed run does not tokenize again
     paths["args"] = stages + ["--stage", "fine", "--run-dir", str(root / "runs/fine"), "--out", str(paths["audiolm"]),
                               "--semantic", str(paths["semantic"]), "--coarse", str(paths["coarse"]),
                               "--speakers", "2", "--prompts-per-speaker", "1", "--probe-speakers", "1"]

@@ -92,6 +92,26 @@ def test_card_has_one_schema(tmp_path, monkeypatch):
     assert card["data"] == [common.DATA_SOURCES["synthworld"]._asdict()]
 
 
+def test_cached_reuses_a_file_with_the_same_stamp_and_recomputes_on_another(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"codes": torch.arange(3)}
+
+    net, path = torch.nn.Linear(2, 2), tmp_path / "runs" / "codes.pt"
+    stamp = {"sha256": common.digest(net, torch.ones(4), "songs")}
+    first = common.cached(path, stamp, compute)
+    again = common.cached(path, stamp, compute)
+    assert len(calls) == 1 and torch.equal(first["codes"], again["codes"])
+    with torch.no_grad():
+        net.weight.add_(1.0)                                 # other weights: another stamp, computed again
+    assert common.digest(net, torch.ones(4), "songs") != stamp["sha256"]
+    common.cached(path, {"sha256": common.digest(net, torch.ones(4), "songs")}, compute)
+    assert len(calls) == 2 and [p.name for p in path.parent.iterdir()] == ["codes.pt"]   # no temporary file left
+    assert common.digest(torch.ones(4), "a") != common.digest(torch.ones(4), "b")
+
+
 def test_best_time_takes_the_fastest_run():
     calls = []
     assert common.best_time(lambda: calls.append(1), repeat=3, warmup=2) >= 0 and len(calls) == 5

@@ -46,11 +46,12 @@ from course_lib.audiolm import (PRESETS, STAGES, AudioLM, AudioLMConfig, AudioTo
 from course_lib.recipes import codec as codec_recipe
 from course_lib.recipes.audiolm_rulers import (SR, digit_ruler, fsdd_digits, intelligibility_report, probe_report,
                                                speaker_test, spoken_digits, stage_report)
-from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, refuse_shipped_parts, train_parser)
+from course_lib.recipes.common import (best_time, cached, card, digest, eval_parser, eval_plan, export,
+                                       nonnegative_int, plan_run, positive_float, positive_int, refuse_shipped_parts,
+                                       train_parser)
 from course_lib.train import TrainResult, is_main_process
 
-__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "train_cli", "eval_cli", "generate_cli", "bench"]
+__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "tokens_cached", "train_cli", "eval_cli", "generate_cli", "bench"]
 
 DATA = ("voices", "voices-mix")
 SOURCES = {"voices": ["voices"], "voices-mix": ["voices", "fsdd"]}      # keys of common.DATA_SOURCES
@@ -84,6 +85,14 @@ def tokens_of(clips: Sequence[Tensor], hubert: hubert_lib.HuBERT, codec: codec_l
     """Both kinds of tokens of every clip (1, T), one clip at a time (HuBERT's first GroupNorm spans the clip)."""
     hubert.eval(), codec.eval()
     return [extract_tokens(c[None], hubert, codec, num_coarse) for c in clips]
+
+
+def tokens_cached(path: Path, clips: Sequence[Tensor], hubert: hubert_lib.HuBERT, codec: codec_lib.Codec,
+                  num_coarse: int) -> list[AudioTokens]:
+    """:func:`tokens_of`, kept in ``path`` so that a resumed run does not tokenize again (2,048 clips take about
+    ten minutes on one thread); other tokenizer weights or other clips tokenize again."""
+    stamp = {"tokenizers_and_clips_sha256": digest(hubert, codec, num_coarse, *clips), "clips": len(clips)}
+    return cached(path, stamp, lambda: tokens_of(clips, hubert, codec, num_coarse))
 
 
 # ----------------------------------------------------------------------------- the pipeline's rulers
@@ -214,7 +223,7 @@ def train_cli(argv: Sequence[str]) -> int:
                             ((args.semantic, SemanticStage), (args.coarse, CoarseStage)))
         AudioLM(semantic, coarse, FineStage(config), hubert, codec)
     clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
-    data = tokens_of(clips, hubert, codec, config.num_coarse)
+    data = tokens_cached(run.run_dir / "tokens-train.pt", clips, hubert, codec, config.num_coarse)
     torch.manual_seed(args.seed)                                          # weight initialisation
     stage = STAGES[args.stage](config).to(run.device)
     result = fit_stage(stage, data, steps=run.steps, time_budget_s=args.time_budget,

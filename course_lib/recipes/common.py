@@ -14,6 +14,8 @@ Run layout (``--run-dir`` and ``--out`` override it)::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import shlex
 import sys
 import time
@@ -24,12 +26,13 @@ from typing import Any, NamedTuple
 import torch
 
 from course_lib import get_device, profile
-from course_lib.checkpoint import checkpoint_root, git_commit, read_card, save_pretrained
+from course_lib.checkpoint import atomic_write, checkpoint_root, git_commit, read_card, save_pretrained
 from course_lib.data import voices
 from course_lib.train import TrainResult
 
 __all__ = ["DataSource", "DATA_SOURCES", "positive_int", "nonnegative_int", "positive_float", "train_parser",
-           "eval_parser", "EvalPlan", "eval_plan", "Run", "plan_run", "card", "export", "best_time", "EXIT_UNFINISHED"]
+           "eval_parser", "EvalPlan", "eval_plan", "Run", "plan_run", "card", "export", "best_time", "EXIT_UNFINISHED",
+           "digest", "cached"]
 
 EXIT_UNFINISHED = 3   # a run stopped by its time budget or Ctrl-C: last.pt kept, nothing exported
 
@@ -227,6 +230,39 @@ def runs_before(name: str) -> list[dict[str, Any]]:
     info = read_card(name)
     own = {k: info[k] for k in ("command", "commit", "steps", "train_wall_time_s", "metrics") if k in info}
     return [*info.get("runs_before", []), {"checkpoint": name, **own}]
+
+
+def digest(*parts: Any) -> str:
+    """sha256 of tensors (their bytes), modules (their weights) and anything else (its ``repr``), in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.nn.Module):
+            tensors = list(part.state_dict().values())
+        elif isinstance(part, torch.Tensor):
+            tensors = [part]
+        else:
+            h.update(repr(part).encode())
+            continue
+        for t in tensors:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached(path: Path, stamp: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept in ``path`` (``torch.save``) beside ``stamp``, so that a resumed run reuses it: encoding
+    a training set takes minutes to an hour on one thread. A file with another stamp (other weights, other
+    data) is computed again; the file is written atomically."""
+    path = Path(path)
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if isinstance(saved, dict) and saved.get("stamp") == stamp and "value" in saved:
+            return saved["value"]
+    value = compute()
+    buffer = io.BytesIO()
+    torch.save({"stamp": stamp, "value": value}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
+    return value
 
 
 def best_time(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:

@@ -17,9 +17,7 @@ Rulers (chosen before training, none of them used in training):
 """
 from __future__ import annotations
 
-import io
 import math
-import hashlib
 import argparse
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,8 +33,9 @@ from course_lib.jukebox import (PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPrio
 from course_lib.metrics import multiscale_mel_distance
 from course_lib.quantize import codebook_stats
 from course_lib.audio import save
-from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, runs_before, train_parser, warm_start)
+from course_lib.recipes.common import (best_time, cached, card, digest, eval_parser, eval_plan, export,
+                                       nonnegative_int, plan_run, positive_float, positive_int, runs_before,
+                                       train_parser, warm_start)
 from course_lib.train import is_main_process
 
 __all__ = ["load_songs", "encode_songs", "encode_songs_cached", "vqvae_report", "prior_report", "style_classifier",
@@ -70,23 +69,10 @@ def encode_songs_cached(path: Path, vqvae: HierarchicalVQVAE, audio: torch.Tenso
     """:func:`encode_songs`, kept in ``path`` so that a resumed run does not encode again (2,048 songs take
     about 50 minutes on one thread). The file names the VQ-VAE's weights, the songs and the order of ``styles``;
     any change re-encodes."""
-    digest = hashlib.sha256()
-    for tensor in vqvae.state_dict().values():
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    for a in attributes:
-        digest.update(repr(sorted(a.items())).encode())
-    digest.update(repr(tuple(styles)).encode())                    # the order behind the cached style indices
-    stamp = {"vqvae_and_songs_sha256": digest.hexdigest(), "songs": len(audio), "samples": audio.shape[-1]}
-    if path.exists():
-        saved = torch.load(path, weights_only=False)
-        if saved["stamp"] == stamp:
-            return SongCodes(**saved["codes"])
-    data = encode_songs(vqvae, audio, attributes, styles, seconds)
-    buffer = io.BytesIO()
-    torch.save({"stamp": stamp, "codes": data._asdict()}, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write(path, buffer.getvalue())
-    return data
+    songs = [sorted(a.items()) for a in attributes]
+    stamp = {"vqvae_and_songs_sha256": digest(vqvae, *songs, tuple(styles)),   # the order behind the style indices
+             "songs": len(audio), "samples": audio.shape[-1]}
+    return SongCodes(**cached(path, stamp, lambda: encode_songs(vqvae, audio, attributes, styles, seconds)._asdict()))
 
 
 @torch.no_grad()
