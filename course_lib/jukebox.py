@@ -509,16 +509,23 @@ class Jukebox(nn.Module):
     @torch.no_grad()
     def sample_top(self, n: int, style: str, key: str | None, tempo_bpm: float | None, seconds: float,
                    prompt: Tensor | None = None, generator: torch.Generator | None = None,
-                   temperature: float = 1.0) -> Tensor:
-        """Top codes (n, seconds * 125), continuing ``prompt`` (n, P) when given; windowed past the context."""
-        total = int(round(seconds * self.vqvae.tokens_per_second(2)))
+                   temperature: float = 1.0, song_seconds: float | None = None) -> Tensor:
+        """Top codes (n, seconds * 125), continuing ``prompt`` (n, P) when given; windowed past the context.
+        ``song_seconds`` (at least ``seconds``; default ``seconds``) is the length of the song the prior is told
+        it writes (length token and timing): a prior trained on 6 s songs writes one and the first seconds are kept."""
+        song_seconds = seconds if song_seconds is None else song_seconds
+        if song_seconds < seconds:
+            raise ValueError(f"song_seconds ({song_seconds}) must be at least seconds ({seconds}): the first "
+                             f"seconds of a song of song_seconds are kept.")
+        rate = self.vqvae.tokens_per_second(2)
+        keep, total = int(round(seconds * rate)), int(round(song_seconds * rate))
         prompt = torch.zeros(n, 0, dtype=torch.long) if prompt is None else prompt
-        if prompt.shape[1] >= total:
-            return prompt[:, :total]
+        if prompt.shape[1] >= keep:
+            return prompt[:, :keep]
         cfg = self.priors.config
-        prefix = self.priors.prefix(style, key, tempo_bpm, seconds).expand(n, -1)
-        cond = self.priors.timing(0, total, total, tempo_bpm, self.vqvae.tokens_per_second(2)).expand(n, -1, -1)
-        return self.priors.top.sample(prompt, total - prompt.shape[1], temperature=temperature, generator=generator,
+        prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
+        cond = self.priors.timing(0, keep, total, tempo_bpm, rate).expand(n, -1, -1)
+        return self.priors.top.sample(prompt, keep - prompt.shape[1], temperature=temperature, generator=generator,
                                       prefix=prefix, cond=cond, window_stride=cfg.top_context // 2)
 
     @torch.no_grad()
@@ -538,21 +545,24 @@ class Jukebox(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, style: str, key: str | None = None, tempo_bpm: float | None = None,
                  seconds: float = 4.0, generator: torch.Generator | None = None, temperature: float = 1.0,
-                 prompt_codes: list[Tensor] | None = None) -> Tensor:
-        """``n`` new songs (n, 1, seconds * sample_rate) of ``style`` (see :attr:`styles`), ancestral sampling."""
+                 prompt_codes: list[Tensor] | None = None, song_seconds: float | None = None) -> Tensor:
+        """``n`` new songs (n, 1, seconds * sample_rate) of ``style`` (see :attr:`styles`), ancestral sampling;
+        ``song_seconds``: keep the first ``seconds`` of songs of that length (see :meth:`sample_top`)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}.")
         self.priors.style_id(style)
         prompts = prompt_codes or [None, None, None]
-        top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature)
+        top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature, song_seconds)
         middle = self.upsample(1, top, style, prompts[1], generator, temperature, key)
         bottom = self.upsample(0, middle, style, prompts[0], generator, temperature, key)
         return self.decode(bottom, 0)
 
     @torch.no_grad()
     def continue_(self, prompt_wav: Tensor, seconds: float, style: str, generator: torch.Generator | None = None,
-                  key: str | None = None, tempo_bpm: float | None = None, sample_rate: int | None = None) -> Tensor:
-        """Primed sampling: encode ``prompt_wav`` (1, 1, T), keep its codes, and continue to ``seconds`` in all."""
+                  key: str | None = None, tempo_bpm: float | None = None, sample_rate: int | None = None,
+                  song_seconds: float | None = None) -> Tensor:
+        """Primed sampling: encode ``prompt_wav`` (1, 1, T), keep its codes, and continue to ``seconds`` in all
+        (of a song of ``song_seconds``, see :meth:`sample_top`)."""
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise ValueError(f"prompt_wav is at {sample_rate} Hz; this model works at {self.sample_rate} Hz: "
                              f"resample it with course_lib.audio.resample(wav, {sample_rate}, {self.sample_rate}).")
@@ -562,6 +572,6 @@ class Jukebox(nn.Module):
         top_hop = self.vqvae.hop_lengths[-1]
         usable = prompt_wav.shape[-1] // top_hop * top_hop              # whole top-level tokens only
         codes = self.encode(prompt_wav[..., :usable])
-        return self.generate(1, style, key, tempo_bpm, seconds, generator, prompt_codes=codes)
+        return self.generate(1, style, key, tempo_bpm, seconds, generator, prompt_codes=codes, song_seconds=song_seconds)
 
 

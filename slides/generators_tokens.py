@@ -48,11 +48,7 @@ def snd_jukebox_generated(style: str = "waltz", seconds: str = "3", seed: str = 
     the style's tempi). The top prior writes a whole song of the training songs' length, the only length its length
     token and timing signal know (notebook 04 does the same); the upsamplers continue its first seconds."""
     model, bpm, g = _jukebox(), float(sum(STYLES[style].tempo) // 2), torch.Generator().manual_seed(int(seed))
-    top = model.sample_top(1, style, "A minor", bpm, SONG_SECONDS, generator=g)
-    top = top[:, : round(float(seconds) * model.vqvae.tokens_per_second(2))]
-    middle = model.upsample(1, top, style, generator=g, key="A minor")
-    bottom = model.upsample(0, middle, style, generator=g, key="A minor")
-    return model.decode(bottom, 0)[0, 0], SR
+    return model.generate(1, style, "A minor", bpm, float(seconds), g, song_seconds=SONG_SECONDS)[0, 0], SR
 
 
 @figure("jukebox_codes")

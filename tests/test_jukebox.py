@@ -145,6 +145,11 @@ def test_sampling_is_deterministic_and_has_the_requested_length():
     torch.testing.assert_close(a, b)
     top = model.sample_top(1, "a", None, None, 1.0, generator=torch.Generator().manual_seed(0))
     assert top.shape == (1, 125)                                          # windowed past the 64-token context
+    # The first seconds of a longer song: the same tokens as that song's start (length token and timing of 1 s).
+    first = model.sample_top(1, "a", None, None, 0.4, generator=torch.Generator().manual_seed(0), song_seconds=1.0)
+    assert torch.equal(first, top[:, :50])
+    with pytest.raises(ValueError, match="song_seconds"):
+        model.sample_top(1, "a", None, None, 1.0, song_seconds=0.5)
 
 
 def test_continuation_keeps_the_prompt_codes():

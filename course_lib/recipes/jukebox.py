@@ -323,7 +323,8 @@ def generate_cli(argv: Sequence[str]) -> int:
     p.add_argument("--out", default="jukebox-samples")
     args = p.parse_args(argv)
     model = load_pretrained(args.checkpoint)
-    wav = model.generate(args.n, args.style, args.key, args.tempo, args.seconds, torch.Generator().manual_seed(args.seed))
+    wav = model.generate(args.n, args.style, args.key, args.tempo, args.seconds, torch.Generator().manual_seed(args.seed),
+                         song_seconds=max(args.seconds, SECONDS))              # the priors learnt songs of SECONDS
     for i, w in enumerate(wav):
         save(Path(args.out) / f"jukebox_{args.style}_{args.seed}_{i:03d}.wav", w, model.sample_rate)
     print(f"wrote {args.n} songs of {args.seconds:g} s to {args.out}/")
