@@ -51,7 +51,8 @@ from course_lib.recipes.common import (best_time, cached, card, digest, eval_par
                                        train_parser)
 from course_lib.train import TrainResult, is_main_process
 
-__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "tokens_cached", "train_cli", "eval_cli", "generate_cli", "bench"]
+__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "tokens_cached", "train_cli", "eval_cli",
+           "generate_cli", "bench"]
 
 DATA = ("voices", "voices-mix")
 SOURCES = {"voices": ["voices"], "voices-mix": ["voices", "fsdd"]}      # keys of common.DATA_SOURCES
