@@ -16,7 +16,9 @@ two tokenizers and three decoder-only transformers (:class:`course_lib.transform
 * **Stage 2** (:class:`CoarseStage`): p(y^{1..Q'} | z): the deduplicated semantic tokens of the same time span
   (:func:`semantic_span`) are TokenLM's prefix, the coarse codes follow frame-major (y_1^1 .. y_1^Q', y_2^1,
   ...; :func:`flatten_codes`). In a continuation the prompt's coarse codes start the sequence: this
-  *acoustic prompt* keeps the speaker.
+  *acoustic prompt* keeps the speaker. Course variant (``aligned_semantic``): each code also hears its own
+  frame's semantic token, added per position; stage 1's deduplicated tokens then get run lengths drawn from
+  the training data's (:meth:`CoarseStage.expand`), as GSLM's unit-to-speech models get unit durations.
 * **Stage 3** (:class:`FineStage`): p(y^{Q'+1..Q} | y^{1..Q'}) in non-overlapping chunks (paper: 3 s), the
   chunk's coarse codes as prefix.
 
@@ -27,6 +29,8 @@ course-sized in :data:`PRESETS`. Course choices: no EOS token (outputs have a du
 as many tokens as the deduplicated rate of its training data, ``SemanticStage.tokens_per_second``, gives);
 stage 2 sees all its semantic tokens at once, so one call makes at most ``coarse_frames`` frames; prefixes
 are right-padded with one PAD id.
+
+The token layout (:func:`dedup`, :func:`flatten_codes`, :func:`extract_tokens`) is in :mod:`course_lib.audiolm_tokens`.
 
 Shapes: B batch, T samples, N semantic tokens (25 Hz), L codec frames (50 Hz), Q levels, K codes per level.
 """
@@ -45,7 +49,8 @@ from torch import Tensor, nn
 from course_lib import checkpoint
 from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
-from course_lib.audio import check_audio
+from course_lib.audiolm_tokens import (AudioTokens, _check_codes, _pad, dedup, extract_tokens, flatten_codes,
+                                      semantic_span, unflatten_codes)
 from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
 from course_lib.transformer import IGNORE_INDEX, TokenLM, TransformerConfig, top_k_filter
 
@@ -87,6 +92,11 @@ class AudioLMConfig:
     semantic_temperature: float = 0.6
     coarse_temperature: float = 0.8
     fine_temperature: float = 0.6
+    # Stage 2 also hears each frame's semantic token, added per position (as Jukebox's upsamplers hear the level
+    # above): the deduplicated prefix alone leaves it to find the alignment. Stage 1's tokens get run lengths
+    # drawn from the training data's (up to max_run tokens), like GSLM's unit durations (Lakhotia et al. 2021).
+    aligned_semantic: bool = False
+    max_run: int = 16
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_coarse < self.num_quantizers:
@@ -137,84 +147,6 @@ PRESETS = {
 }
 
 
-# ============================================================================= tokens
-class AudioTokens(NamedTuple):
-    """Both kinds of tokens of the same audio, aligned: ``L = frames_per_semantic * N``."""
-
-    semantic: Tensor   # (B, N) int64 at 25 Hz, duplicates kept
-    coarse: Tensor     # (B, Q', L) int64 codes of the first Q' RVQ levels
-    fine: Tensor       # (B, Q - Q', L) int64 codes of the other levels
-
-
-def dedup(tokens: Tensor) -> Tensor:
-    """(N,) ids -> (N',) with consecutive repeats removed: [5, 5, 7, 7, 7, 5] -> [5, 7, 5]."""
-    if tokens.dim() != 1:
-        raise ValueError(f"dedup takes one sequence (N,), got shape {tuple(tokens.shape)}; loop over the batch.")
-    return torch.unique_consecutive(tokens)
-
-
-def semantic_span(start: int, stop: int, frames_per_semantic: int) -> tuple[int, int]:
-    """The semantic tokens [s0, s1) covering codec frames [start, stop): frame l lies in token l // r."""
-    return start // frames_per_semantic, -(-stop // frames_per_semantic)
-
-
-def _check_codes(codes: Tensor, codebook_size: int, name: str) -> None:
-    if not isinstance(codes, Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of codes, got {getattr(codes, 'dtype', type(codes))}.")
-    if codes.numel() and (codes.min() < 0 or codes.max() >= codebook_size):
-        raise ValueError(f"{name} holds ids in [{int(codes.min())}, {int(codes.max())}], outside this model's vocabulary "
-                         f"[0, {codebook_size}): were they made by another tokenizer? Check config.codec/config.hubert.")
-
-
-def flatten_codes(codes: Tensor, codebook_size: int) -> Tensor:
-    """(B, Q, L) codes -> (B, L * Q) ids, frame-major, level q offset by q * K (AudioLM Fig. 2).
-
-    Frame l's levels come one after the other: ``ids[:, l * Q + q] = codes[:, q, l] + q * K``.
-    """
-    if codes.dim() != 3:
-        raise ValueError(f"codes must have shape (B, Q, L), got {tuple(codes.shape)}.")
-    _check_codes(codes, codebook_size, "codes")
-    offsets = torch.arange(codes.shape[1], device=codes.device)[:, None] * codebook_size     # (Q, 1)
-    return (codes.long() + offsets).transpose(1, 2).flatten(1)                               # (B, L * Q)
-
-
-def unflatten_codes(ids: Tensor, num_quantizers: int, codebook_size: int) -> Tensor:
-    """The inverse of :func:`flatten_codes`: (B, L * Q) ids -> (B, Q, L) codes."""
-    if ids.dim() != 2 or ids.shape[1] % num_quantizers:
-        raise ValueError(f"ids must be (B, L * Q) with Q={num_quantizers}, got {tuple(ids.shape)}.")
-    codes = ids.unflatten(1, (-1, num_quantizers)).transpose(1, 2)                          # (B, Q, L)
-    codes = codes - torch.arange(num_quantizers, device=ids.device)[:, None] * codebook_size
-    if codes.numel() and (codes.min() < 0 or codes.max() >= codebook_size):
-        raise ValueError("ids do not follow the frame-major layout: an id lies outside its level's range "
-                         "[q * K, (q + 1) * K).")
-    return codes
-
-
-def extract_tokens(wav: Tensor, semantic_model: nn.Module, codec: codec_lib.Codec, num_coarse: int,
-                   sample_rate: int | None = None) -> AudioTokens:
-    """(B, 1, T) audio -> :class:`AudioTokens`, cut to whole semantic tokens (640 samples at 16 kHz).
-
-    Raises:
-        AudioError: wrong shape or sample rate, NaN, silence, or shorter than one semantic token.
-    """
-    hop = round(codec.hop_length * codec.frame_rate / semantic_model.semantic_rate)       # samples per token
-    wav = check_audio(wav, sample_rate=sample_rate, expected_sample_rate=codec.sample_rate, ndim=3, channels=1,
-                      min_samples=hop, name="AudioLM input")
-    wav = wav[..., : wav.shape[-1] // hop * hop]
-    semantic = semantic_model.semantic_tokens(wav)                                           # (B, N)
-    codes = codec.encode(wav)                                                                # (B, Q, r * N)
-    return AudioTokens(semantic, codes[:, :num_coarse], codes[:, num_coarse:])
-
-
-def _pad(rows: list[Tensor], value: int, length: int | None = None, what: str = "") -> Tensor:
-    """Rows (..., n_i) -> (B, ..., length or max n_i), right-padded with ``value``."""
-    n = max(r.shape[-1] for r in rows)
-    if length is not None and n > length:
-        raise ValueError(f"{what}: {n} tokens do not fit the {length} positions of this stage; give a shorter span "
-                         f"or build the stages with a larger context.")
-    return torch.stack([F.pad(r.long(), (0, (length or n) - r.shape[-1]), value=value) for r in rows])
-
-
 # ============================================================================= the three stages
 class StageLosses(NamedTuple):
     total: Tensor      # mean next-token cross-entropy (nats) over targets != IGNORE_INDEX
@@ -253,40 +185,43 @@ class _Stage(nn.Module):
     """A TokenLM over ``levels`` RVQ levels of flattened codes after a prefix; built from the whole config."""
 
     def __init__(self, config: AudioLMConfig, levels: int, codebook_size: int, prefix_vocab: int, block: int,
-                 layers: int, width: int) -> None:
+                 layers: int, width: int, cond_dim: int = 0) -> None:
         super().__init__()
         self.config, self.levels, self.codebook_size = config, levels, codebook_size
         self.lm = TokenLM(TransformerConfig(vocab_size=levels * codebook_size, block_size=block, n_layer=layers,
                                             n_head=config.n_head, n_embd=width, dropout=config.dropout,
-                                            prefix_vocab_size=prefix_vocab))
+                                            prefix_vocab_size=prefix_vocab, cond_dim=cond_dim))
 
     def _pick(self, data: list[AudioTokens], batch_size: int, generator: torch.Generator | None) -> list[AudioTokens]:
         return [data[i] for i in torch.randint(len(data), (batch_size,), generator=generator).tolist()]
 
-    def logits(self, prefix: Tensor, codes: Tensor) -> Tensor:
-        """Prefix ids (B, M) and codes (B, levels, L) -> (B, L * levels, K): each position scores its level's codes."""
+    def logits(self, prefix: Tensor, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Prefix ids (B, M), codes (B, levels, L) and, for a stage with a cond input, cond (B, L * levels, C)
+        -> (B, L * levels, K): each position scores its level's codes."""
         x = flatten_codes(codes.clamp(min=0), self.codebook_size)
-        return _level_logits(self.lm(x[:, :-1], prefix=prefix).logits, self.levels, self.codebook_size)
+        return _level_logits(self.lm(x[:, :-1], prefix=prefix, cond=cond).logits, self.levels, self.codebook_size)
 
-    def losses(self, prefix: Tensor, codes: Tensor) -> StageLosses:
+    def losses(self, prefix: Tensor, codes: Tensor, cond: Tensor | None = None) -> StageLosses:
         """Next-token loss of codes (B, levels, L) (IGNORE_INDEX = padding) after the prefix (B, M)."""
-        return _losses(self.logits(prefix, codes), codes.transpose(1, 2).flatten(1))
+        return _losses(self.logits(prefix, codes, cond), codes.transpose(1, 2).flatten(1))
 
     @torch.no_grad()
     def _continue(self, prefix: Tensor, prompt: Tensor, frames: int, temperature: float, top_k: int | None,
-                  generator: torch.Generator | None) -> Tensor:
-        """Codes (B, levels, L_p) -> (B, levels, frames): each new token drawn from its level's K codes, KV-cached."""
+                  generator: torch.Generator | None, cond: Tensor | None = None) -> Tensor:
+        """Codes (B, levels, L_p) -> (B, levels, frames): each new token drawn from its level's K codes, KV-cached;
+        ``cond`` (B, frames * levels, C): the added conditioning of every token."""
         K, ids, was_training = self.codebook_size, flatten_codes(prompt, self.codebook_size), self.training
-        steps = frames * self.levels - ids.shape[1]
+        steps, n = frames * self.levels - ids.shape[1], ids.shape[1]
+        c = (lambda a, b: None) if cond is None else (lambda a, b: cond[:, a:b])
         self.eval()
         try:
-            out = self.lm(ids, prefix=prefix) if steps else None
+            out = self.lm(ids, prefix=prefix, cond=c(0, n + 1)) if steps else None
             for t in range(steps):
                 q = ids.shape[1] % self.levels                       # level of the token to draw
                 code = _draw(out.logits[:, -1, q * K:(q + 1) * K], temperature, top_k, generator)
                 ids = torch.cat([ids, code + q * K], dim=1)
                 if t + 1 < steps:
-                    out = self.lm(ids[:, -1:], cache=out.cache)
+                    out = self.lm(ids[:, -1:], cache=out.cache, cond=c(ids.shape[1], ids.shape[1] + 1))
         finally:
             self.train(was_training)
         return unflatten_codes(ids, self.levels, K)
@@ -326,46 +261,74 @@ class SemanticStage(_Stage):
 
 
 class CoarseStage(_Stage):
-    """Stage 2: [deduplicated semantic tokens of the span, PAD...] as prefix, then the coarse codes."""
+    """Stage 2: [deduplicated semantic tokens of the span, PAD...] as prefix, then the coarse codes; with
+    ``config.aligned_semantic`` each code also hears its frame's semantic token (:meth:`aligned`)."""
 
     def __init__(self, config: AudioLMConfig | None = None) -> None:
         cfg = config or AudioLMConfig()
         m = cfg.coarse_frames // cfg.frames_per_semantic                     # M: semantic tokens of a window, at most
         super().__init__(cfg, cfg.num_coarse, cfg.codebook_size, cfg.semantic_vocab_size + 1,
-                         m + cfg.coarse_frames * cfg.num_coarse, cfg.coarse_layers, cfg.coarse_width)
+                         m + cfg.coarse_frames * cfg.num_coarse, cfg.coarse_layers, cfg.coarse_width,
+                         cond_dim=cfg.semantic_vocab_size + 1 if cfg.aligned_semantic else 0)
         self.max_semantic = m
+        if cfg.aligned_semantic:    # how often token k lasted 1..max_run tokens in the training data (fit_stage)
+            self.register_buffer("run_lengths", torch.ones(cfg.semantic_vocab_size, cfg.max_run))
+
+    def aligned(self, semantic: list[Tensor], frames: int) -> Tensor | None:
+        """Semantic rows (duplicates kept, one token per ``frames_per_semantic`` frames) -> (B, frames * Q', K_s + 1)
+        one-hot: the token of each code's frame (PAD past a row's end). None without ``config.aligned_semantic``."""
+        cfg = self.config
+        if not cfg.aligned_semantic:
+            return None
+        rows = [s.repeat_interleave(cfg.frames_per_semantic * cfg.num_coarse)[:frames * cfg.num_coarse] for s in semantic]
+        return F.one_hot(_pad(rows, cfg.semantic_vocab_size, frames * cfg.num_coarse), cfg.semantic_vocab_size + 1).float()
+
+    def expand(self, tokens: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
+        """Deduplicated tokens (B, N') -> (B, length) with each token repeated for a run length drawn from
+        :attr:`run_lengths` (stage 1 writes no durations); the last token fills up a short row."""
+        rows = []
+        for row in tokens:
+            runs = torch.multinomial(self.run_lengths[row], 1, generator=generator)[:, 0] + 1
+            out = row.repeat_interleave(runs)[:length]
+            rows.append(F.pad(out, (0, length - len(out)), value=int(row[-1])) if len(out) else out)
+        return torch.stack(rows)
 
     def prefix(self, semantic: list[Tensor]) -> Tensor:
         """Semantic token rows (any length, duplicates allowed) -> (B, M) deduplicated, PAD-padded prefix ids."""
         _check_codes(torch.cat([s.flatten() for s in semantic]), self.config.semantic_vocab_size, "semantic tokens")
         return _pad([dedup(s) for s in semantic], self.config.semantic_vocab_size, self.max_semantic, "coarse prefix")
 
-    def batch(self, data: list[AudioTokens], batch_size: int,
-              generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Random windows: prefix (B, M) and coarse codes (B, Q', <= coarse_frames), IGNORE_INDEX past a clip's end."""
+    def batch(self, data: list[AudioTokens], batch_size: int, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """Random windows: prefix (B, M), coarse codes (B, Q', <= coarse_frames) (IGNORE_INDEX past a clip's end)
+        and, with ``config.aligned_semantic``, :meth:`aligned` tokens."""
         cfg, sem, codes = self.config, [], []
         for tok in self._pick(data, batch_size, generator):
             a, n = _window(tok.coarse.shape[-1], cfg.coarse_frames, cfg.frames_per_semantic, generator)
             s0, s1 = semantic_span(a, a + n, cfg.frames_per_semantic)
             sem.append(tok.semantic[0, s0:s1])
             codes.append(tok.coarse[0, :, a:a + n])
-        return self.prefix(sem), _pad(codes, IGNORE_INDEX)
+        codes = _pad(codes, IGNORE_INDEX)
+        return (self.prefix(sem), codes) + ((self.aligned(sem, codes.shape[-1]),) if cfg.aligned_semantic else ())
 
     @torch.no_grad()
     def sample(self, semantic: list[Tensor], frames: int, prompt: Tensor | None = None,
                temperature: float | None = None, top_k: int | None = None,
                generator: torch.Generator | None = None) -> Tensor:
-        """Coarse codes (B, Q', frames) for the span of ``semantic`` (B rows), continuing ``prompt`` (B, Q', L_p)."""
+        """Coarse codes (B, Q', frames) for the span of ``semantic`` (B rows), continuing ``prompt`` (B, Q', L_p).
+        With ``config.aligned_semantic`` the rows keep their repeats and cover every frame (:meth:`expand`)."""
         cfg = self.config
         if frames > cfg.coarse_frames:
             raise ValueError(f"{frames} frames ({frames / cfg.frame_rate:.2f} s) exceed the coarse stage's window of "
                              f"{cfg.coarse_frames} ({cfg.coarse_frames / cfg.frame_rate:.2f} s): ask for less audio.")
+        if cfg.aligned_semantic and min(len(s) for s in semantic) * cfg.frames_per_semantic < frames:
+            raise ValueError(f"this stage hears the semantic token of every frame: give {frames} / "
+                             f"{cfg.frames_per_semantic} tokens per row, duplicates kept (coarse.expand(dedup_tokens, n)).")
         prefix = self.prefix(semantic)
         prompt = prefix.new_zeros(len(semantic), cfg.num_coarse, 0) if prompt is None else prompt
         if prompt.shape[1] != cfg.num_coarse or prompt.shape[-1] > frames:
             raise ValueError(f"prompt must be (B, {cfg.num_coarse}, L_p <= {frames}), got {tuple(prompt.shape)}.")
         t = cfg.coarse_temperature if temperature is None else temperature
-        return self._continue(prefix, prompt, frames, t, top_k, generator)
+        return self._continue(prefix, prompt, frames, t, top_k, generator, self.aligned(semantic, frames))
 
 
 class FineStage(_Stage):
@@ -440,6 +403,12 @@ def fit_stage(stage: _Stage, data: list[AudioTokens], *, steps: int, time_budget
     if isinstance(stage, SemanticStage):
         seconds = sum(t.semantic.shape[-1] for t in data) / cfg.semantic_rate
         stage.tokens_per_second.fill_(sum(len(dedup(t.semantic[0])) for t in data) / seconds)
+    if isinstance(stage, CoarseStage) and cfg.aligned_semantic:          # run lengths, one pseudo-count each
+        runs = torch.ones_like(stage.run_lengths)
+        for t in data:
+            ids, n = torch.unique_consecutive(t.semantic[0], return_counts=True)
+            runs.index_put_((ids, n.clamp(max=cfg.max_run) - 1), torch.ones(len(ids)), accumulate=True)
+        stage.run_lengths.copy_(runs)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(stage.parameters()).device
     opt = stage.lm.configure_optimizers(weight_decay=0.01, learning_rate=lr)
@@ -505,9 +474,12 @@ class AudioLM(nn.Module):
         return frames
 
     def _new_semantic(self, prompt: Tensor, frames: int, generator: torch.Generator | None) -> Tensor:
-        """Stage 1: continue deduplicated tokens (B, P) by as many tokens as ``frames`` of audio hold on average."""
+        """Stage 1: continue deduplicated tokens (B, P) by as many tokens as ``frames`` of audio hold on average;
+        for a coarse stage that hears every frame's token, with run lengths (:meth:`CoarseStage.expand`)."""
         steps = max(1, round(frames / self.config.frame_rate * float(self.semantic.tokens_per_second)))
-        return self.semantic.sample(prompt, steps, generator=generator)[:, prompt.shape[1]:]
+        new = self.semantic.sample(prompt, steps, generator=generator)[:, prompt.shape[1]:]
+        aligned = self.coarse.config.aligned_semantic
+        return self.coarse.expand(new, -(-frames // self.config.frames_per_semantic), generator) if aligned else new
 
     def _acoustics(self, prompt: AudioTokens, semantic: Tensor, frames: int, generator: torch.Generator | None,
                    acoustic_prompt: bool = True) -> tuple[Tensor, Tensor]:

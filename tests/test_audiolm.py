@@ -200,6 +200,62 @@ def test_fit_stage_resumes(config, data, tmp_path):
     assert result.steps == 5 and result.history.records[0]["step"] == 1
 
 
+def test_an_aligned_coarse_stage_hears_each_frames_semantic_token(config, data):
+    cfg = dataclasses.replace(config, aligned_semantic=True, max_run=4)
+    coarse = A.CoarseStage(cfg)
+    Q, V = cfg.num_coarse, cfg.semantic_vocab_size
+    cond = coarse.aligned([torch.tensor([3, 3, 5])], 5)                   # 5 frames, 2 per semantic token
+    assert cond.shape == (1, 5 * Q, V + 1)
+    assert cond.argmax(-1)[0].tolist() == [t for t in (3, 3, 3, 3, 5) for _ in range(Q)]
+    assert A.CoarseStage(config).aligned([torch.tensor([3])], 2) is None  # the shipped design: prefix only
+    prefix, codes, cond = coarse.batch(data, 2, torch.Generator().manual_seed(0))
+    assert cond.shape == (2, codes.shape[-1] * Q, V + 1)
+    # Another frame's token changes the logits of that frame's codes (and later ones), of no earlier position.
+    a = coarse.aligned([torch.tensor([1, 2, 3, 4])], 8)
+    b = coarse.aligned([torch.tensor([1, 2, 9, 4])], 8)
+    x = torch.randint(0, cfg.codebook_size, (1, Q, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        la, lb = coarse.logits(coarse.prefix([torch.tensor([1, 2, 3, 4])]), x, a), \
+            coarse.logits(coarse.prefix([torch.tensor([1, 2, 3, 4])]), x, b)
+    changed = (la - lb).abs().amax(-1)[0] > 1e-6
+    assert not changed[:4 * Q].any() and changed[4 * Q:6 * Q].all()
+    # Incremental sampling adds each token's conditioning at the right position: greedy codes are the argmax
+    # of a full forward pass over them.
+    sem = [torch.tensor([1, 2, 9, 4])]
+    greedy = coarse.sample(sem, 8, temperature=0)
+    with torch.no_grad():
+        full = coarse.logits(coarse.prefix(sem), greedy, coarse.aligned(sem, 8)).argmax(-1)
+    assert torch.equal(full, greedy.transpose(1, 2).flatten(1))
+    with pytest.raises(ValueError, match="duplicates kept"):
+        coarse.sample([torch.tensor([1, 2])], 8)
+
+
+def test_fit_stage_learns_run_lengths_and_expand_restores_them(config):
+    cfg = dataclasses.replace(config, aligned_semantic=True, max_run=4)
+    semantic = torch.tensor([[7, 7, 7, 2, 2, 2, 2, 2, 2, 5]])            # runs: 7 x3, 2 x6 (counted as 4), 5 x1
+    tok = A.AudioTokens(semantic, torch.zeros(1, cfg.num_coarse, 20, dtype=torch.long),
+                        torch.zeros(1, cfg.num_fine, 20, dtype=torch.long))
+    coarse = A.CoarseStage(cfg)
+    A.fit_stage(coarse, [tok], steps=1, progress=False, batch_size=1)
+    assert coarse.run_lengths[7].tolist() == [1, 1, 2, 1] and coarse.run_lengths[2].tolist() == [1, 1, 1, 2]
+    g = torch.Generator().manual_seed(0)
+    out = coarse.expand(torch.tensor([[7, 2, 5], [2, 5, 7]]), 12, g)
+    assert out.shape == (2, 12) and torch.equal(A.dedup(out[0])[:3], torch.tensor([7, 2, 5]))
+    again = coarse.expand(torch.tensor([[7, 2, 5], [2, 5, 7]]), 12, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_a_pipeline_with_an_aligned_coarse_stage_generates(tokenizers, config):
+    cfg = dataclasses.replace(config, aligned_semantic=True)
+    semantic, _, fine = _stages(config)
+    model = A.AudioLM(semantic, A.CoarseStage(cfg), fine, *tokenizers)
+    g = torch.Generator().manual_seed(0)
+    assert model.generate(2, 0.4, generator=g).shape == (2, 1, 6400)
+    assert model.continue_(_clip(0.5), 0.8, generator=g).shape == (1, 1, int(0.8 * SR))
+    other = model.tokens(_clip(0.4, seed=3)).semantic
+    assert model.resynthesize(other, _clip(0.5), generator=g).shape == (1, 1, int(0.4 * SR))
+
+
 # ----------------------------------------------------------------------------- the pipeline
 def test_generate_continue_and_resynthesize_shapes(model):
     g = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ untrained codec (its RVQ initialised by k-means on one batch) stands in for code
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -27,7 +28,7 @@ TINY = ["--preset", "tiny", "--batch-size", "2", "--train-size", "4", "--eval-si
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """Every stage trained and exported: {"root", "hubert", "semantic", "coarse", "audiolm", "args"}."""
+    """Every stage trained and exported: {"root", "hubert", "semantic", "coarse", "audiolm", "args", "stages"}."""
     root = tmp_path_factory.mktemp("audiolm")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -41,7 +42,7 @@ def trained(tmp_path_factory) -> dict:
     assert R.train_cli(TINY + ["--stage", "hubert", "--steps", "4", "--crop-s", "0.4", "--probe-speakers", "2",
                                "--fsdd-probe-takes", "1", "--codec", str(root / "codec"),
                                "--run-dir", str(root / "runs/hubert"), "--out", str(paths["hubert"])]) == 0
-    stages = TINY + ["--steps", "3", "--hubert", str(paths["hubert"]), "--codec", str(root / "codec")]
+    stages = paths["stages"] = TINY + ["--steps", "3", "--hubert", str(paths["hubert"]), "--codec", str(root / "codec")]
     for st in ("semantic", "coarse"):
         assert R.train_cli(stages + ["--stage", st, "--run-dir", str(root / "runs" / st), "--out", str(paths[st])]) == 0
         assert (root / "runs" / st / "tokens-train.pt").is_file()                 # a resumed run does not tokenize again
@@ -93,6 +94,26 @@ def test_eval_reproduces_the_cards(trained):
     assert out["stage"] == "coarse" and out["metrics"] == out["card_metrics"]
     out = R.eval_cli(["--checkpoint", str(trained["hubert"])])
     assert out["metrics"] == out["card_metrics"]
+
+
+def test_a_stage_warm_starts_from_a_checkpoint_with_an_added_input(trained, tmp_path):
+    old = A.load_pretrained(trained["audiolm"]).coarse.float()
+    stage = A.CoarseStage(dataclasses.replace(old.config, aligned_semantic=True))
+    R._warm_start(stage, str(trained["coarse"]))
+    sem = [torch.tensor([1, 2, 3])]
+    codes = torch.randint(0, old.codebook_size, (1, old.levels, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():                                             # the added input starts at zero: same model
+        torch.testing.assert_close(stage.logits(old.prefix(sem), codes, stage.aligned(sem, 6)),
+                                   old.logits(old.prefix(sem), codes))
+    args = trained["stages"] + ["--stage", "coarse", "--aligned-semantic", "--init", str(trained["coarse"]),
+                                "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]
+    assert R.train_cli(args) == 0
+    info = checkpoint.read_card(tmp_path / "out")
+    assert info["settings"]["init"] == str(trained["coarse"]) and info["settings"]["aligned_semantic"]
+    assert checkpoint.load_pretrained(tmp_path / "out", A.CoarseStage, A.AudioLMConfig).config.aligned_semantic
+    with pytest.raises(SystemExit, match="does not fit"):
+        R.train_cli(trained["stages"] + ["--stage", "fine", "--init", str(trained["coarse"]),
+                                         "--run-dir", str(tmp_path / "run2")])
 
 
 def test_a_finished_run_resumes_only_with_its_settings(trained):

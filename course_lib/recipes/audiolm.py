@@ -128,6 +128,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=None, help="default: 5e-4 (hubert), 1e-3 (stages)")
     p.add_argument("--dropout", type=_probability, default=None, help="default: the preset's; on a CPU 0 makes "
                    "the coarse stage ~5x faster (attention dropout forces PyTorch's slow attention path)")
+    p.add_argument("--aligned-semantic", action="store_true", help="stage coarse: each code also hears its frame's "
+                   "semantic token (AudioLMConfig.aligned_semantic)")
+    p.add_argument("--init", default=None, help="stages semantic/coarse/fine: start from this checkpoint's weights "
+                   "(shipped name or folder); inputs it lacks start at zero, so the model starts as that one")
     p.add_argument("--crop-s", type=positive_float, default=2.0, help="stage hubert: seconds per training crop")
     p.add_argument("--warm-start", action="store_true", help="stage hubert: iteration 2 starts from iteration 1")
     p.add_argument("--heldout-speaker", type=codec_recipe._speaker, default=codec_recipe.DEFAULT_HELDOUT,
@@ -211,6 +215,8 @@ def train_cli(argv: Sequence[str]) -> int:
     args.run_dir = args.run_dir or f"runs/audiolm-{args.data}/{args.stage}"
     run = plan_run(args, "audiolm", argv, stage=args.stage, lr=lr, batch_size=args.batch_size, codec=args.codec,
                    hubert=args.hubert, heldout_speaker=args.heldout_speaker, dropout=args.dropout,
+                   **({"init": args.init} if args.init else {}),
+                   **({"aligned_semantic": True} if args.aligned_semantic else {}),
                    **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}))
     # The held-out clips before training: a missing synthesizer or speaker fails now, not after hours.
     sets = eval_sets(args.data, args.eval_size or 64, args.seed, args.heldout_speaker)
@@ -219,6 +225,10 @@ def train_cli(argv: Sequence[str]) -> int:
     hubert, codec = hubert_lib.load_pretrained(args.hubert), codec_lib.load_pretrained(args.codec)
     config = AudioLMConfig.preset(run.preset).with_tokenizers(hubert, codec, args.hubert, args.codec)
     config = config if args.dropout is None else dataclasses.replace(config, dropout=args.dropout)
+    if args.aligned_semantic:
+        if args.stage != "coarse":
+            raise SystemExit("--aligned-semantic belongs to --stage coarse (the stage that hears the semantic tokens).")
+        config = dataclasses.replace(config, aligned_semantic=True)
     if trio:        # stages of other tokenizers fail now, not after training
         semantic, coarse = (checkpoint.load_pretrained(d, c, AudioLMConfig) for d, c in
                             ((args.semantic, SemanticStage), (args.coarse, CoarseStage)))
@@ -226,7 +236,10 @@ def train_cli(argv: Sequence[str]) -> int:
     clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
     data = tokens_cached(run.run_dir / "tokens-train.pt", clips, hubert, codec, config.num_coarse)
     torch.manual_seed(args.seed)                                          # weight initialisation
-    stage = STAGES[args.stage](config).to(run.device)
+    stage = STAGES[args.stage](config)
+    if args.init:
+        _warm_start(stage, args.init)
+    stage = stage.to(run.device)
     result = fit_stage(stage, data, steps=run.steps, time_budget_s=args.time_budget,
                        generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                        batch_size=args.batch_size, lr=lr, settings=run.settings, progress=not args.no_progress)
@@ -250,6 +263,22 @@ def train_cli(argv: Sequence[str]) -> int:
                                                                "fine": info}, dtype=torch.float16)
     print(f"saved {', '.join(f'{run.out}-{k}' for k in STAGES)}", file=sys.stderr)
     return 0
+
+
+def _warm_start(stage: torch.nn.Module, init: str) -> None:
+    """``stage`` takes the weights of the checkpoint ``init`` (same tokenizers and sizes); the projection of an
+    input that checkpoint lacks (the aligned semantic tokens) starts at zero, so the stage starts as that one."""
+    try:
+        old = checkpoint.load_pretrained(init, type(stage), AudioLMConfig)
+        missing, unexpected = stage.load_state_dict(old.float().state_dict(), strict=False)
+    except (checkpoint.CheckpointError, RuntimeError) as e:              # another stage, sizes or vocabularies
+        raise SystemExit(f"--init {init} does not fit this stage: {e}") from None
+    if unexpected or any(not k.startswith(("lm.cond_proj.", "run_lengths")) for k in missing):
+        raise SystemExit(f"--init {init} does not fit this stage (missing {missing}, unexpected {unexpected}): "
+                         f"use a checkpoint of the same --stage, --preset and tokenizers.")
+    for k in missing:
+        if k.startswith("lm.cond_proj."):
+            torch.nn.init.zeros_(stage.get_parameter(k))
 
 
 def _reports(stages: dict[str, torch.nn.Module], cards: dict[str, dict], hubert, codec, num_coarse: int) -> dict:
