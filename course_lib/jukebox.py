@@ -229,6 +229,7 @@ class PriorConfig:
     conditioner_depth: int = 3               # dilated residual units of the upsamplers' conditioner
     beat_clock: bool = False                 # the top prior also hears a metronome at the song's tempo (timing)
     key_upsamplers: bool = False             # the upsamplers' prefix holds the key beside the style
+    song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
@@ -511,9 +512,11 @@ class Jukebox(nn.Module):
                    prompt: Tensor | None = None, generator: torch.Generator | None = None,
                    temperature: float = 1.0, song_seconds: float | None = None) -> Tensor:
         """Top codes (n, seconds * 125), continuing ``prompt`` (n, P) when given; windowed past the context.
-        ``song_seconds`` (at least ``seconds``; default ``seconds``) is the length of the song the prior is told
-        it writes (length token and timing): a prior trained on 6 s songs writes one and the first seconds are kept."""
-        song_seconds = seconds if song_seconds is None else song_seconds
+        ``song_seconds`` (at least ``seconds``) is the length of the song the prior is told it writes (length token
+        and timing); by default the training songs' length (``PriorConfig.song_seconds``) or ``seconds`` if longer:
+        a prior trained on 6 s songs writes one and the first seconds are kept."""
+        if song_seconds is None:
+            song_seconds = max(seconds, self.priors.config.song_seconds)
         if song_seconds < seconds:
             raise ValueError(f"song_seconds ({song_seconds}) must be at least seconds ({seconds}): the first "
                              f"seconds of a song of song_seconds are kept.")

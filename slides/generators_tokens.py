@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 from course_lib import jukebox
 from course_lib.spectral import log_mel_spectrogram
 from course_lib.data.songs import STYLES, Songs
-from course_lib.recipes.jukebox import SECONDS as SONG_SECONDS
 from generators import SR, _fig, figure, number, sound
 
 
@@ -46,9 +45,10 @@ def snd_jukebox_level(index: str = "0", level: str = "0") -> tuple[torch.Tensor,
 def snd_jukebox_generated(style: str = "waltz", seconds: str = "3", seed: str = "0") -> tuple[torch.Tensor, int]:
     """The first ``seconds`` of a new song of ``style`` sampled through all three levels (key A minor, the middle of
     the style's tempi). The top prior writes a whole song of the training songs' length, the only length its length
-    token and timing signal know (notebook 04 does the same); the upsamplers continue its first seconds."""
+    token and timing signal know (the default; notebook 04 says it explicitly); the upsamplers continue its first
+    seconds."""
     model, bpm, g = _jukebox(), float(sum(STYLES[style].tempo) // 2), torch.Generator().manual_seed(int(seed))
-    return model.generate(1, style, "A minor", bpm, float(seconds), g, song_seconds=SONG_SECONDS)[0, 0], SR
+    return model.generate(1, style, "A minor", bpm, float(seconds), g)[0, 0], SR
 
 
 @figure("jukebox_codes")

@@ -150,6 +150,11 @@ def test_sampling_is_deterministic_and_has_the_requested_length():
     assert torch.equal(first, top[:, :50])
     with pytest.raises(ValueError, match="song_seconds"):
         model.sample_top(1, "a", None, None, 1.0, song_seconds=0.5)
+    # By default the prior writes a song of its training songs' length (PriorConfig.song_seconds) and keeps the start.
+    trained_on_1s = J.Jukebox(model.vqvae, J.JukeboxPriors(replace(TINY_PRIOR, song_seconds=1.0)))
+    trained_on_1s.priors.load_state_dict(model.priors.state_dict())
+    assert torch.equal(trained_on_1s.sample_top(1, "a", None, None, 0.4, generator=torch.Generator().manual_seed(0)),
+                       first)
 
 
 def test_continuation_keeps_the_prompt_codes():
@@ -254,6 +259,7 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors",
                         "--upsamplers-only", "--gen-per-style", "0", "--run-dir", "runs/jb3", "--out", "jb3-priors"]) == 0
     ups = checkpoint.load_pretrained("jb3-priors", J.JukeboxPriors, J.PriorConfig)
+    assert ups.config.song_seconds == R.SECONDS                              # the training songs' length, recorded
     for (k, a), b in zip(before.priors.top.state_dict().items(), ups.top.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     assert not all(torch.equal(a, b) for a, b in zip(before.priors.upsamplers.parameters(), ups.upsamplers.parameters()))

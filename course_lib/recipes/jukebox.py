@@ -252,7 +252,7 @@ def train_cli(argv: Sequence[str]) -> int:
                       for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
                          codebook_size=vqvae.config.codebook_size, beat_clock=args.beat_clock,
-                         key_upsamplers=args.key_upsamplers)
+                         key_upsamplers=args.key_upsamplers, song_seconds=args.seconds)
         model = JukeboxPriors(config)
         if args.init_from:
             warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from)
@@ -323,8 +323,7 @@ def generate_cli(argv: Sequence[str]) -> int:
     p.add_argument("--out", default="jukebox-samples")
     args = p.parse_args(argv)
     model = load_pretrained(args.checkpoint)
-    wav = model.generate(args.n, args.style, args.key, args.tempo, args.seconds, torch.Generator().manual_seed(args.seed),
-                         song_seconds=max(args.seconds, SECONDS))              # the priors learnt songs of SECONDS
+    wav = model.generate(args.n, args.style, args.key, args.tempo, args.seconds, torch.Generator().manual_seed(args.seed))
     for i, w in enumerate(wav):
         save(Path(args.out) / f"jukebox_{args.style}_{args.seed}_{i:03d}.wav", w, model.sample_rate)
     print(f"wrote {args.n} songs of {args.seconds:g} s to {args.out}/")
