@@ -286,11 +286,13 @@ class CoarseStage(_Stage):
     def expand(self, tokens: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
         """Deduplicated tokens (B, N') -> (B, length) with each token repeated for a run length drawn from
         :attr:`run_lengths` (stage 1 writes no durations); the last token fills up a short row."""
+        if tokens.ndim != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must be (B, N') with N' >= 1 semantic tokens to expand, got {tuple(tokens.shape)}.")
         rows = []
         for row in tokens:
             runs = torch.multinomial(self.run_lengths[row], 1, generator=generator)[:, 0] + 1
             out = row.repeat_interleave(runs)[:length]
-            rows.append(F.pad(out, (0, length - len(out)), value=int(row[-1])) if len(out) else out)
+            rows.append(F.pad(out, (0, length - len(out)), value=int(row[-1])))
         return torch.stack(rows)
 
     def prefix(self, semantic: list[Tensor]) -> Tensor:

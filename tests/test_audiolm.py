@@ -243,6 +243,8 @@ def test_fit_stage_learns_run_lengths_and_expand_restores_them(config):
     assert out.shape == (2, 12) and torch.equal(A.dedup(out[0])[:3], torch.tensor([7, 2, 5]))
     again = coarse.expand(torch.tensor([[7, 2, 5], [2, 5, 7]]), 12, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="N' >= 1"):
+        coarse.expand(torch.zeros(2, 0, dtype=torch.long), 12)
 
 
 def test_a_pipeline_with_an_aligned_coarse_stage_generates(tokenizers, config):
