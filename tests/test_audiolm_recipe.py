@@ -67,6 +67,23 @@ def test_hubert_stage_exports_a_tokenizer_with_probes_beside_baselines(trained):
     assert set(info["metrics"]["tokens"]) == {"voices-unseen", "voices-seen"}
 
 
+def test_hubert_stage_clusters_another_layer_of_a_trained_hubert(trained, tmp_path):
+    args = TINY + ["--stage", "hubert", "--init", str(trained["hubert"]), "--probe-speakers", "2",
+                   "--fsdd-probe-takes", "0", "--codec", str(trained["root"] / "codec"), "--run-dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="layer must be in 1..n_layer=2"):
+        R.train_cli(args + ["--semantic-layer", "3", "--out", str(tmp_path / "bad")])
+    assert R.train_cli(args + ["--semantic-layer", "2", "--out", str(tmp_path / "h2")]) == 0
+    old, new = H.load_pretrained(trained["hubert"]), H.load_pretrained(tmp_path / "h2")
+    assert (old.config.layer, new.config.layer) == (1, 2) and bool(new.quantizer.fitted)
+    for (k, a), b in zip(old.state_dict().items(), new.state_dict().values()):
+        if not k.startswith("quantizer."):
+            torch.testing.assert_close(a, b, msg=k)                               # the same weights
+    assert not torch.equal(old.quantizer.centroids, new.quantizer.centroids)     # clustered again, on block 2
+    info = checkpoint.read_card(tmp_path / "h2")
+    assert info["semantic_layer"] == 2 and info["steps"] == 0 and "voices-digits-heldout" in info["metrics"]["probes"]
+    assert info["runs_before"][-1]["checkpoint"] == str(trained["hubert"])
+
+
 def test_each_stage_card_has_held_out_bits_beside_baselines(trained):
     for st in ("semantic", "coarse"):
         info = checkpoint.read_card(trained[st])
@@ -146,6 +163,7 @@ def test_generate_writes_continuations_and_unconditional_clips(trained, tmp_path
     (["--stage", "fine", "--hubert", "h", "--semantic", "s"], "go together"),
     (["--stage", "coarse", "--hubert", "h", "--semantic", "s", "--coarse", "c"], "go together"),
     (["--stage", "hubert", "--data", "voices-mix", "--heldout-speaker", "nobody"], "nobody"),
+    (["--stage", "coarse", "--hubert", "h", "--semantic-layer", "1"], "--semantic-layer belongs"),
 ])
 def test_bad_flags_fail_before_training(extra, match, tmp_path):
     with pytest.raises((SystemExit, ValueError), match=match):

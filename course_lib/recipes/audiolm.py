@@ -48,8 +48,8 @@ from course_lib.recipes.audiolm_rulers import (SR, digit_ruler, fsdd_digits, int
                                                speaker_test, spoken_digits, stage_report)
 from course_lib.recipes.common import (best_time, cached, card, digest, eval_parser, eval_plan, export,
                                        nonnegative_int, plan_run, positive_float, positive_int, refuse_shipped_parts,
-                                       train_parser)
-from course_lib.train import TrainResult, is_main_process
+                                       runs_before, train_parser)
+from course_lib.train import History, TrainResult, is_main_process
 
 __all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "tokens_cached", "train_cli", "eval_cli",
            "generate_cli", "bench"]
@@ -131,7 +131,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned-semantic", action="store_true", help="stage coarse: each code also hears its frame's "
                    "semantic token (AudioLMConfig.aligned_semantic)")
     p.add_argument("--init", default=None, help="stages semantic/coarse/fine: start from this checkpoint's weights "
-                   "(shipped name or folder); inputs it lacks start at zero, so the model starts as that one")
+                   "(shipped name or folder); inputs it lacks start at zero, so the model starts as that one; "
+                   "stage hubert: keep this HuBERT's weights and only cluster again (with --semantic-layer)")
+    p.add_argument("--semantic-layer", type=positive_int, default=None, help="stage hubert: the block whose output "
+                   "becomes the semantic tokens (HubertConfig.layer; default: the preset's, or --init's)")
     p.add_argument("--crop-s", type=positive_float, default=2.0, help="stage hubert: seconds per training crop")
     p.add_argument("--warm-start", action="store_true", help="stage hubert: iteration 2 starts from iteration 1")
     p.add_argument("--heldout-speaker", type=codec_recipe._speaker, default=codec_recipe.DEFAULT_HELDOUT,
@@ -169,10 +172,37 @@ def _hubert_metrics(model: hubert_lib.HuBERT, codec: codec_lib.Codec, sets: dict
     return out
 
 
+def _recluster_hubert(args, run, clips: list[Tensor], sets) -> int:
+    """``--stage hubert --init HUBERT``: its weights, the semantic k-means fitted again on ``--semantic-layer``."""
+    old = hubert_lib.load_pretrained(args.init)
+    try:
+        cfg = dataclasses.replace(old.config, layer=args.semantic_layer or old.config.layer)
+    except ValueError as e:
+        raise SystemExit(f"--semantic-layer {args.semantic_layer}: {e}") from None
+    model = hubert_lib.HuBERT(cfg)
+    model.load_state_dict(old.state_dict())
+    hubert_lib.fit_semantic_kmeans(model, clips, torch.Generator().manual_seed(args.seed))
+    checkpoint.round_trip_(model, torch.float16)
+    result = TrainResult(model, History(), 0, 0.0, "max_steps")
+    metrics = _hubert_metrics(model, codec_lib.load_pretrained(args.codec), sets, args.probe_speakers,
+                              args.fsdd_probe_takes, args.seed)
+    info = card(run, result, SOURCES[args.data], metrics, stage="hubert", codec=args.codec, init=args.init,
+                semantic_layer=cfg.layer, runs_before=runs_before(args.init), training_clips=len(clips),
+                eval=_eval_info(args))
+    return export(run, result, cfg, info, dtype=torch.float16)
+
+
 def _train_hubert(args, run, lr: float, sets) -> int:
     clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
+    if args.init:
+        return _recluster_hubert(args, run, clips, sets)
     cfg = hubert_lib.HubertConfig.preset(run.preset)
     cfg = cfg if args.dropout is None else dataclasses.replace(cfg, dropout=args.dropout)
+    if args.semantic_layer:
+        try:
+            cfg = dataclasses.replace(cfg, layer=args.semantic_layer)
+        except ValueError as e:
+            raise SystemExit(f"--semantic-layer {args.semantic_layer}: {e}") from None
     n1 = max(1, run.steps // 2)
     hr = hubert_lib.train_iterations(clips, cfg, steps=(n1, max(1, run.steps - n1)), time_budget_s=args.time_budget,
                                      generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
@@ -202,6 +232,8 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.stage != "hubert" and args.hubert is None:
         raise SystemExit(f"--stage {args.stage} needs --hubert: the folder the hubert stage exported, or a shipped "
                          f"name (hubert-speech).")
+    if args.semantic_layer and args.stage != "hubert":
+        raise SystemExit("--semantic-layer belongs to --stage hubert (it chooses what the semantic tokens are).")
     if (args.semantic is None) != (args.coarse is None) or (args.semantic and args.stage != "fine"):
         raise SystemExit("--semantic and --coarse go together, with --stage fine (they assemble the three stages).")
     if args.data != "voices-mix":
@@ -217,7 +249,8 @@ def train_cli(argv: Sequence[str]) -> int:
                    hubert=args.hubert, heldout_speaker=args.heldout_speaker, dropout=args.dropout,
                    **({"init": args.init} if args.init else {}),
                    **({"aligned_semantic": True} if args.aligned_semantic else {}),
-                   **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}))
+                   **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}),
+                   **({"semantic_layer": args.semantic_layer} if args.semantic_layer else {}))
     # The held-out clips before training: a missing synthesizer or speaker fails now, not after hours.
     sets = eval_sets(args.data, args.eval_size or 64, args.seed, args.heldout_speaker)
     if args.stage == "hubert":
