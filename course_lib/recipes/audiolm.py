@@ -172,13 +172,18 @@ def _hubert_metrics(model: hubert_lib.HuBERT, codec: codec_lib.Codec, sets: dict
     return out
 
 
+def _with_layer(cfg: hubert_lib.HubertConfig, layer: int | None) -> hubert_lib.HubertConfig:
+    """``cfg`` clustering block ``layer`` (``--semantic-layer``; None keeps its own)."""
+    try:
+        return cfg if layer is None else dataclasses.replace(cfg, layer=layer)
+    except ValueError as e:
+        raise SystemExit(f"--semantic-layer {layer}: {e}") from None
+
+
 def _recluster_hubert(args, run, clips: list[Tensor], sets) -> int:
     """``--stage hubert --init HUBERT``: its weights, the semantic k-means fitted again on ``--semantic-layer``."""
     old = hubert_lib.load_pretrained(args.init)
-    try:
-        cfg = dataclasses.replace(old.config, layer=args.semantic_layer or old.config.layer)
-    except ValueError as e:
-        raise SystemExit(f"--semantic-layer {args.semantic_layer}: {e}") from None
+    cfg = _with_layer(old.config, args.semantic_layer)
     model = hubert_lib.HuBERT(cfg)
     model.load_state_dict(old.state_dict())
     hubert_lib.fit_semantic_kmeans(model, clips, torch.Generator().manual_seed(args.seed))
@@ -198,11 +203,7 @@ def _train_hubert(args, run, lr: float, sets) -> int:
         return _recluster_hubert(args, run, clips, sets)
     cfg = hubert_lib.HubertConfig.preset(run.preset)
     cfg = cfg if args.dropout is None else dataclasses.replace(cfg, dropout=args.dropout)
-    if args.semantic_layer:
-        try:
-            cfg = dataclasses.replace(cfg, layer=args.semantic_layer)
-        except ValueError as e:
-            raise SystemExit(f"--semantic-layer {args.semantic_layer}: {e}") from None
+    cfg = _with_layer(cfg, args.semantic_layer)
     n1 = max(1, run.steps // 2)
     hr = hubert_lib.train_iterations(clips, cfg, steps=(n1, max(1, run.steps - n1)), time_budget_s=args.time_budget,
                                      generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
