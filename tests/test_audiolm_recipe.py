@@ -127,6 +127,9 @@ def test_a_stage_warm_starts_from_a_checkpoint_with_an_added_input(trained, tmp_
     assert R.train_cli(args) == 0
     info = checkpoint.read_card(tmp_path / "out")
     assert info["settings"]["init"] == str(trained["coarse"]) and info["settings"]["aligned_semantic"]
+    before = checkpoint.read_card(trained["coarse"])                   # its history outlives the checkpoint
+    assert [r["checkpoint"] for r in info["runs_before"]] == [str(trained["coarse"])]
+    assert info["runs_before"][0]["command"] == before["command"] and info["runs_before"][0]["steps"] == before["steps"]
     assert checkpoint.load_pretrained(tmp_path / "out", A.CoarseStage, A.AudioLMConfig).config.aligned_semantic
     with pytest.raises(SystemExit, match="does not fit"):
         R.train_cli(trained["stages"] + ["--stage", "fine", "--init", str(trained["coarse"]),

@@ -282,16 +282,18 @@ def train_cli(argv: Sequence[str]) -> int:
     stage = checkpoint.round_trip_(result.model.cpu().eval(), torch.float16)   # the card describes the fp16 file
     metrics = {name: stage_report(stage, tokens_of(c, hubert, codec, config.num_coarse), seed=args.seed)
                for name, c in sets.items()}
+    history = {"init": args.init, "runs_before": runs_before(args.init)} if args.init else {}
     if not trio:
         info = card(run, result, SOURCES[args.data], metrics, stage=args.stage, hubert=args.hubert,
-                    codec=args.codec, training_clips=len(clips), eval=_eval_info(args))
+                    codec=args.codec, **history, training_clips=len(clips), eval=_eval_info(args))
         return export(run, result, config, info, dtype=torch.float16)
     model = AudioLM(semantic, coarse, stage, hubert, codec)
     if args.speakers:
         metrics["speaker_test"] = _speaker_tests(model, args.speakers, args.prompts_per_speaker, args.seed)
         metrics["intelligibility"] = _intelligibility(model, args.probe_speakers, args.seed)
     info = card(run, result, SOURCES[args.data], metrics, stage="fine", hubert=args.hubert, codec=args.codec,
-                semantic=args.semantic, coarse=args.coarse, training_clips=len(clips), eval=_eval_info(args))
+                semantic=args.semantic, coarse=args.coarse, **history, training_clips=len(clips),
+                eval=_eval_info(args))
     save_pretrained((semantic, coarse, stage), run.out, cards={"semantic": checkpoint.read_card(args.semantic),
                                                                "coarse": checkpoint.read_card(args.coarse),
                                                                "fine": info}, dtype=torch.float16)
