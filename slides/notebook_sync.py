@@ -220,8 +220,12 @@ def checkpoint_table() -> str:
         what, scores = _scores(card)
         minutes = card.get("wall_time_s", card.get("train_wall_time_s", 0)) / 60
         steps = f"{card['steps']:,} steps, " if isinstance(card.get("steps"), int) else ""
+        before = card.get("runs_before", [])                     # a fine-tuned checkpoint's earlier runs
+        total = minutes + sum(r.get("train_wall_time_s", 0) for r in before) / 60
+        history = (f"; it starts from {len(before)} earlier run{'s' if len(before) > 1 else ''} listed on its card, "
+                   f"{total:.0f} min in all" if before else "")
         rows.append(f"| `{card_path.parent.name}` | {what} | {scores} | `{_command(card)}` "
-                    f"({steps}{minutes:.0f} min on {card.get('device', 'CPU').upper()}) |")
+                    f"({steps}{minutes:.0f} min on {card.get('device', 'CPU').upper()}{history}) |")
     return "\n".join(rows) + "\n"
 
 
