@@ -213,3 +213,12 @@ def test_bench_reports_every_stage(monkeypatch):
     assert out["checkpoint"] == "untrained small"
     assert {"semantic_rtf", "coarse_rtf", "fine_rtf", "decode_rtf", "total_rtf"} <= set(out)
     json.dumps(out)
+
+
+def test_bench_runs_a_coarse_stage_that_hears_every_frame(trained):
+    """An aligned coarse stage needs stage 1's tokens expanded to frames, as ``generate`` does."""
+    model = A.load_pretrained(trained["audiolm"])
+    cfg = dataclasses.replace(model.config, aligned_semantic=True)
+    model = A.AudioLM(model.semantic, A.CoarseStage(cfg), model.fine, model.semantic_model, model.codec)
+    out = R.bench(seconds=0.2, model=model)
+    assert out["checkpoint"] == "given" and out["coarse_rtf"] > 0

@@ -417,29 +417,31 @@ def generate_cli(argv: Sequence[str]) -> int:
     return 0
 
 
-def bench(seconds: float = 2.0) -> dict:
-    """Real-time factor of each stage and of the decoder (this CPU) for ``seconds`` of new audio, of the
-    shipped model or, without it, an untrained small one."""
-    try:
-        model, name = load_pretrained(), "audiolm-speech"
-    except checkpoint.CheckpointError:
-        hubert = hubert_lib.HuBERT(hubert_lib.HubertConfig.preset("small"))
+def bench(seconds: float = 2.0, model: AudioLM | None = None) -> dict:
+    """Real-time factor of each stage and of the decoder (this CPU) for ``seconds`` of new audio, of ``model``,
+    by default the shipped one or, without it, an untrained small one."""
+    name = "given"
+    if model is None:
         try:
-            codec = codec_lib.load_pretrained("codec-speech")
+            model, name = load_pretrained(), "audiolm-speech"
         except checkpoint.CheckpointError:
-            codec = codec_lib.Codec(codec_lib.CodecConfig.preset("small"))
-        cfg = AudioLMConfig.preset("small").with_tokenizers(hubert, codec)
-        torch.manual_seed(0)
-        model, name = AudioLM(SemanticStage(cfg), CoarseStage(cfg), FineStage(cfg), hubert, codec), "untrained small"
-    cfg, g = model.config, torch.Generator().manual_seed(0)
-    frames = round(seconds * cfg.semantic_rate) * cfg.frames_per_semantic
-    n_sem = max(1, round(seconds * float(model.semantic.tokens_per_second)))
+            hubert = hubert_lib.HuBERT(hubert_lib.HubertConfig.preset("small"))
+            try:
+                codec = codec_lib.load_pretrained("codec-speech")
+            except checkpoint.CheckpointError:
+                codec = codec_lib.Codec(codec_lib.CodecConfig.preset("small"))
+            cfg = AudioLMConfig.preset("small").with_tokenizers(hubert, codec)
+            torch.manual_seed(0)
+            model = AudioLM(SemanticStage(cfg), CoarseStage(cfg), FineStage(cfg), hubert, codec)
+            name = "untrained small"
+    g = torch.Generator().manual_seed(0)
+    frames = model._frames(seconds)
     empty = torch.zeros(1, 0, dtype=torch.long)
-    with torch.inference_mode():
-        sem = model.semantic.sample(empty, n_sem, generator=g)
+    with torch.inference_mode():          # stage 1 as generate() runs it (run lengths for an aligned coarse stage)
+        sem = model._new_semantic(empty, frames, g)
         coarse = model.coarse.sample(list(sem), frames, generator=g)
         fine = model.fine.sample(coarse, generator=g)
-        times = {"semantic": best_time(lambda: model.semantic.sample(empty, n_sem, generator=g), repeat=1, warmup=0),
+        times = {"semantic": best_time(lambda: model._new_semantic(empty, frames, g), repeat=1, warmup=0),
                  "coarse": best_time(lambda: model.coarse.sample(list(sem), frames, generator=g), repeat=1, warmup=0),
                  "fine": best_time(lambda: model.fine.sample(coarse, generator=g), repeat=1, warmup=0),
                  "decode": best_time(lambda: model.decode(coarse, fine), repeat=3)}
