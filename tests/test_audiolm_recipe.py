@@ -136,6 +136,29 @@ def test_a_stage_warm_starts_from_a_checkpoint_with_an_added_input(trained, tmp_
                                          "--run-dir", str(tmp_path / "run2")])
 
 
+def test_perturbed_utterances_follow_the_recorded_ones_at_new_speeds():
+    plain, plain_ids = R.training_clips("voices", 4)
+    clips, ids = R.training_clips("voices", 2, perturbed=2, speed=(0.85, 1.15))
+    assert len(clips) == 4 and ids[:2] == plain_ids[:2] and all(map(torch.equal, clips[:2], plain[:2]))
+    for c, name, raw, raw_name in zip(clips[2:], ids[2:], plain[2:], plain_ids[2:]):
+        stem, factor = name.rsplit("@x", 1)                         # the same utterance, played faster or slower
+        assert stem == raw_name and 0.85 - 0.01 <= float(factor) <= 1.15 + 0.01
+        assert c.shape[-1] == pytest.approx(raw.shape[-1] / float(factor), rel=1e-3)
+    again, again_ids = R.training_clips("voices", 2, perturbed=2, speed=(0.85, 1.15))
+    assert again_ids == ids and all(map(torch.equal, again, clips))
+    with pytest.raises(ValueError, match="low <= high"):
+        R.perturb_speed(clips, ids, (1.2, 0.9))
+
+
+def test_a_stage_records_its_perturbed_utterances(trained, tmp_path):
+    args = trained["stages"] + ["--stage", "semantic", "--perturbed-size", "2", "--run-dir", str(tmp_path / "run"),
+                                "--out", str(tmp_path / "out")]
+    assert R.train_cli(args) == 0
+    info = checkpoint.read_card(tmp_path / "out")
+    assert info["settings"]["perturbed_size"] == 2 and info["settings"]["perturb_speed"] == list(R.PERTURB_SPEED)
+    assert info["training_clips"] == 4 + 2
+
+
 def test_a_finished_run_resumes_only_with_its_settings(trained):
     args = trained["args"]
     with pytest.raises(SettingsMismatch, match="lr"):
@@ -167,6 +190,7 @@ def test_generate_writes_continuations_and_unconditional_clips(trained, tmp_path
     (["--stage", "coarse", "--hubert", "h", "--semantic", "s", "--coarse", "c"], "go together"),
     (["--stage", "hubert", "--data", "voices-mix", "--heldout-speaker", "nobody"], "nobody"),
     (["--stage", "coarse", "--hubert", "h", "--semantic-layer", "1"], "--semantic-layer belongs"),
+    (["--stage", "coarse", "--hubert", "h", "--perturbed-size", "2", "--perturb-speed", "1.2", "0.9"], "LOW <= HIGH"),
 ])
 def test_bad_flags_fail_before_training(extra, match, tmp_path):
     with pytest.raises((SystemExit, ValueError), match=match):

@@ -9,8 +9,9 @@
 
 Data (``--data``): ``voices`` (default), espeak-ng utterances of the *training* speakers low-passed at
 4 kHz at random levels (:func:`course_lib.recipes.codec.voices_clips`: codec-speech learnt 8 kHz FSDD);
-``voices-mix`` adds FSDD's training takes of every speaker but ``--heldout-speaker``. Tokens are
-extracted once per run. The semantic and coarse stages train independently; the fine stage, given
+``voices-mix`` adds FSDD's training takes of every speaker but ``--heldout-speaker``;
+``--perturbed-size N`` adds N more utterances at random speeds (:func:`perturb_speed`: timbres no roster voice
+has). Tokens are extracted once per run. The semantic and coarse stages train independently; the fine stage, given
 ``--semantic`` and ``--coarse`` (not resume settings: rerun a finished fine run with them to assemble),
 measures the pipeline and writes ``OUT-semantic``, ``OUT-coarse``, ``OUT-fine`` (``--out
 assets/checkpoints/audiolm-speech --force`` ships them); without them it exports OUT alone. The stages'
@@ -34,6 +35,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,23 +53,48 @@ from course_lib.recipes.common import (best_time, cached, card, digest, eval_par
                                        runs_before, train_parser)
 from course_lib.train import History, TrainResult, is_main_process
 
-__all__ = ["DATA", "training_clips", "eval_sets", "tokens_of", "tokens_cached", "train_cli", "eval_cli",
-           "generate_cli", "bench"]
+__all__ = ["DATA", "training_clips", "perturb_speed", "eval_sets", "tokens_of", "tokens_cached", "train_cli",
+           "eval_cli", "generate_cli", "bench"]
 
 DATA = ("voices", "voices-mix")
 SOURCES = {"voices": ["voices"], "voices-mix": ["voices", "fsdd"]}      # keys of common.DATA_SOURCES
+PERTURB_SPEED = (0.85, 1.15)          # --perturb-speed: about 2.8 semitones either way
 
 
 # ----------------------------------------------------------------------------- data
 def training_clips(data: str, size: int, seed: int = 0,
-                   heldout_speaker: str | None = codec_recipe.DEFAULT_HELDOUT) -> tuple[list[Tensor], list[str]]:
+                   heldout_speaker: str | None = codec_recipe.DEFAULT_HELDOUT, perturbed: int = 0,
+                   speed: tuple[float, float] = PERTURB_SPEED) -> tuple[list[Tensor], list[str]]:
     """``size`` espeak-ng utterances (1, T) of training speakers (4 kHz band, random level), their ids;
-    ``voices-mix`` adds FSDD's training takes (10-49) of every speaker but ``heldout_speaker``."""
-    clips, ids = codec_recipe.voices_clips("train", "train", size, SR, seed)
+    ``perturbed`` more utterances of the same stream (indices ``size`` on) each played at a random speed in
+    ``speed`` (:func:`perturb_speed`: new timbres); ``voices-mix`` adds FSDD's training takes (10-49) of every
+    speaker but ``heldout_speaker``."""
+    clips, ids = codec_recipe.voices_clips("train", "train", size + perturbed, SR, seed)
+    if perturbed:
+        clips[size:], ids[size:] = perturb_speed(clips[size:], ids[size:], speed, seed, first_index=size)
     if data == "voices-mix":
         takes, names = codec_recipe.fsdd_takes("train", SR, exclude=heldout_speaker)
         clips, ids = clips + takes, ids + names
     return clips, ids
+
+
+def perturb_speed(clips: list[Tensor], ids: list[str], speed: tuple[float, float], seed: int = 0,
+                  first_index: int = 0) -> tuple[list[Tensor], list[str]]:
+    """Each clip played at a speed drawn uniformly from ``speed`` (``default_rng([seed, 2, index])``), by
+    resampling to ``SR / factor`` (rounded to 100 Hz) and playing at ``SR``: pitch *and* formants move, as if
+    a shorter or longer vocal tract said it (vocal tract length perturbation, Jaitly & Hinton 2013). The
+    espeak-ng roster has 84 training voice variants; the speed makes every perturbed utterance a timbre no
+    roster voice has, so a stage cannot name the voice and must copy it from its acoustic prompt."""
+    lo, hi = speed
+    if not 0 < lo <= hi:
+        raise ValueError(f"speed must be (low, high) with 0 < low <= high, got {speed}.")
+    out_clips, out_ids = [], []
+    for i, (c, name) in enumerate(zip(clips, ids)):
+        f = float(np.random.default_rng([seed, 2, first_index + i]).uniform(lo, hi))
+        new_sr = int(round(SR / f / 100) * 100)
+        out_clips.append(resample(c, SR, new_sr))
+        out_ids.append(f"{name}@x{SR / new_sr:.3f}")
+    return out_clips, out_ids
 
 
 def eval_sets(data: str, size: int, seed: int = 0,
@@ -147,6 +174,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers", type=nonnegative_int, default=10,
                    help="stage fine with --semantic/--coarse: speakers per group in the speaker test (0: none)")
     p.add_argument("--prompts-per-speaker", type=positive_int, default=2)
+    p.add_argument("--perturbed-size", type=nonnegative_int, default=0, help="stages semantic/coarse/fine: this "
+                   "many more training utterances, each at a random speed (new timbres; see --perturb-speed)")
+    p.add_argument("--perturb-speed", type=positive_float, nargs=2, default=list(PERTURB_SPEED),
+                   metavar=("LOW", "HIGH"), help="their speed range (default: %(default)s)")
     return p
 
 
@@ -198,7 +229,8 @@ def _recluster_hubert(args, run, clips: list[Tensor], sets) -> int:
 
 
 def _train_hubert(args, run, lr: float, sets) -> int:
-    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
+    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker,
+                              args.perturbed_size, tuple(args.perturb_speed))
     if args.init:
         return _recluster_hubert(args, run, clips, sets)
     cfg = hubert_lib.HubertConfig.preset(run.preset)
@@ -237,6 +269,8 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit("--semantic-layer belongs to --stage hubert (it chooses what the semantic tokens are).")
     if (args.semantic is None) != (args.coarse is None) or (args.semantic and args.stage != "fine"):
         raise SystemExit("--semantic and --coarse go together, with --stage fine (they assemble the three stages).")
+    if args.perturb_speed[0] > args.perturb_speed[1]:
+        raise SystemExit(f"--perturb-speed LOW HIGH needs LOW <= HIGH, got {args.perturb_speed}.")
     if args.data != "voices-mix":
         args.heldout_speaker = None
     elif args.heldout_speaker is not None:
@@ -251,7 +285,9 @@ def train_cli(argv: Sequence[str]) -> int:
                    **({"init": args.init} if args.init else {}),
                    **({"aligned_semantic": True} if args.aligned_semantic else {}),
                    **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}),
-                   **({"semantic_layer": args.semantic_layer} if args.semantic_layer else {}))
+                   **({"semantic_layer": args.semantic_layer} if args.semantic_layer else {}),
+                   **({"perturbed_size": args.perturbed_size, "perturb_speed": args.perturb_speed}
+                      if args.perturbed_size else {}))
     # The held-out clips before training: a missing synthesizer or speaker fails now, not after hours.
     sets = eval_sets(args.data, args.eval_size or 64, args.seed, args.heldout_speaker)
     if args.stage == "hubert":
@@ -267,7 +303,8 @@ def train_cli(argv: Sequence[str]) -> int:
         semantic, coarse = (checkpoint.load_pretrained(d, c, AudioLMConfig) for d, c in
                             ((args.semantic, SemanticStage), (args.coarse, CoarseStage)))
         AudioLM(semantic, coarse, FineStage(config), hubert, codec)
-    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker)
+    clips, _ = training_clips(args.data, args.train_size or 2048, args.seed, args.heldout_speaker,
+                              args.perturbed_size, tuple(args.perturb_speed))
     data = tokens_cached(run.run_dir / "tokens-train.pt", clips, hubert, codec, config.num_coarse)
     torch.manual_seed(args.seed)                                          # weight initialisation
     stage = STAGES[args.stage](config)
