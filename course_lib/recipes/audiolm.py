@@ -58,7 +58,7 @@ __all__ = ["DATA", "training_clips", "perturb_speed", "eval_sets", "tokens_of", 
 
 DATA = ("voices", "voices-mix")
 SOURCES = {"voices": ["voices"], "voices-mix": ["voices", "fsdd"]}      # keys of common.DATA_SOURCES
-PERTURB_SPEED = (0.85, 1.15)          # --perturb-speed: about 2.8 semitones either way
+PERTURB_SPEED = (0.85, 1.15)          # --perturb-speed: 2.8 semitones down to 2.4 up
 
 
 # ----------------------------------------------------------------------------- data
@@ -174,7 +174,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers", type=nonnegative_int, default=10,
                    help="stage fine with --semantic/--coarse: speakers per group in the speaker test (0: none)")
     p.add_argument("--prompts-per-speaker", type=positive_int, default=2)
-    p.add_argument("--perturbed-size", type=nonnegative_int, default=0, help="stages semantic/coarse/fine: this "
+    p.add_argument("--perturbed-size", type=nonnegative_int, default=0, help="every stage: this "
                    "many more training utterances, each at a random speed (new timbres; see --perturb-speed)")
     p.add_argument("--perturb-speed", type=positive_float, nargs=2, default=list(PERTURB_SPEED),
                    metavar=("LOW", "HIGH"), help="their speed range (default: %(default)s)")
