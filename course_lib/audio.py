@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "save",
     "resample",
+    "change_speed",
     "to_mono",
     "normalize",
     "check_audio",
@@ -229,6 +230,20 @@ def resample(wav: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     if orig_sr == new_sr:
         return wav
     return AF.resample(wav, int(orig_sr), int(new_sr))
+
+
+def change_speed(wav: Tensor, sample_rate: int, factor: float) -> tuple[Tensor, float]:
+    """``wav`` played ``factor`` times as fast, pitch and formants moving with it (a tape sped up).
+
+    Resamples to ``sample_rate / factor`` rounded to 100 Hz and plays the result at ``sample_rate``.
+
+    Returns:
+        The clip ``(..., about T / factor)`` and the factor actually applied, ``sample_rate / new_rate``.
+    """
+    if not factor > 0:
+        raise AudioError(f"factor must be positive (1.1 plays 10% faster), got {factor!r}.")
+    new_sr = int(round(sample_rate / factor / 100) * 100)
+    return resample(wav, sample_rate, new_sr), sample_rate / new_sr
 
 
 def to_mono(wav: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from course_lib.audio import (AudioError, check_audio, load, mu_law_decode, mu_law_encode, normalize, quantize,
+from course_lib.audio import (AudioError, change_speed, check_audio, load, mu_law_decode, mu_law_encode, normalize, quantize,
                               resample, save, to_int16, to_mono)
 
 
@@ -146,6 +146,17 @@ def test_resample_length(orig, new, length):
 def test_resample_keeps_a_sine():
     out = resample(_sine(440, sr=16000, seconds=1.0), 16000, 8000)
     torch.testing.assert_close(out[200:-200], _sine(440, sr=8000, seconds=1.0)[200:-200], atol=2e-3, rtol=0)
+
+
+def test_change_speed_moves_pitch_and_length_together():
+    out, applied = change_speed(_sine(400, seconds=1.0), 16000, 1.25)     # resampled to 12,800 Hz
+    assert applied == 1.25 and out.shape == (12800,)
+    spectrum = torch.fft.rfft(out * torch.hann_window(len(out)))
+    assert abs(float(spectrum.abs().argmax()) * 16000 / len(out) - 500) < 2    # 400 Hz played 1.25x as fast
+    _, applied = change_speed(_sine(), 16000, 1.1)                          # 14,545 Hz rounds to 14,500
+    assert applied == 16000 / 14500
+    with pytest.raises(AudioError, match="factor must be positive"):
+        change_speed(_sine(), 16000, 0.0)
 
 
 def test_to_mono_shapes_and_values():

@@ -42,7 +42,7 @@ from torch import Tensor
 from course_lib import checkpoint
 from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
-from course_lib.audio import load, resample, save, to_mono
+from course_lib.audio import change_speed, load, resample, save, to_mono
 from course_lib.audiolm import (PRESETS, STAGES, AudioLM, AudioLMConfig, AudioTokens, CoarseStage, FineStage,
                                 SemanticStage, dedup, extract_tokens, fit_stage, load_pretrained, save_pretrained)
 from course_lib.recipes import codec as codec_recipe
@@ -91,9 +91,9 @@ def perturb_speed(clips: list[Tensor], ids: list[str], speed: tuple[float, float
     out_clips, out_ids = [], []
     for i, (c, name) in enumerate(zip(clips, ids)):
         f = float(np.random.default_rng([seed, 2, first_index + i]).uniform(lo, hi))
-        new_sr = int(round(SR / f / 100) * 100)
-        out_clips.append(resample(c, SR, new_sr))
-        out_ids.append(f"{name}@x{SR / new_sr:.3f}")
+        clip, applied = change_speed(c, SR, f)
+        out_clips.append(clip)
+        out_ids.append(f"{name}@x{applied:.3f}")
     return out_clips, out_ids
 
 

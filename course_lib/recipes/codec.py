@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from course_lib import baselines, checkpoint, data
-from course_lib.audio import AudioError, resample
+from course_lib.audio import AudioError, change_speed, resample
 from course_lib.codec import PRESETS, Codec, CodecConfig, fit, load_pretrained
 from course_lib.data import voices
 from course_lib.metrics import multiscale_mel_distance, pesq_wb, si_sdr, stoi
@@ -103,8 +103,7 @@ def speed_perturb(clips: list[Tensor], sample_rate: int, factors: Sequence[float
     """Clips plus copies played ``factor`` times faster (pitch moves too): more speakers for free."""
     out = list(clips)
     for f in factors:
-        new_sr = int(round(sample_rate / f / 100) * 100)           # resampling to sr/f and playing at sr
-        out += [resample(c, sample_rate, new_sr) for c in clips]
+        out += [change_speed(c, sample_rate, f)[0] for c in clips]
     return out
 
 
