@@ -57,13 +57,13 @@ def num_card_metric(name: str, key: str, fmt: str = "2") -> str:
 def num_card_field(name: str, key: str, fmt: str = "int") -> str:
     """A card field (``steps``, ``wall_time_s``, ``parameters``, ``eval.clips``); ``fmt`` as in card_metric, ``min``,
     or ``min_all``: minutes of this run and of every earlier run it started from (the card's ``runs_before``)."""
-    from course_lib.checkpoint import read_card
+    from course_lib.checkpoint import read_card, train_seconds
 
     card = value = read_card(name)
     for part in key.split("."):
         value = value[part]
     if fmt == "min_all":
-        value = float(value) + sum(float(r.get(key, 0)) for r in card.get("runs_before", []))
+        value = train_seconds(card)
     return f"{float(value) / 60:.0f} min" if fmt in ("min", "min_all") else _fmt(value, fmt)
 
 

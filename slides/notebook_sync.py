@@ -214,6 +214,7 @@ def _command(card: dict) -> str:
 
 def checkpoint_table() -> str:
     """The README's table of shipped checkpoints, built from ``assets/checkpoints/*/card.json``."""
+    from course_lib.checkpoint import train_seconds
     rows = ["| name | what it is | what it scores (its card) | reproduce |", "|---|---|---|---|"]
     for card_path in sorted((ROOT / "assets" / "checkpoints").glob("*/card.json")):
         card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -221,7 +222,7 @@ def checkpoint_table() -> str:
         minutes = card.get("wall_time_s", card.get("train_wall_time_s", 0)) / 60
         steps = f"{card['steps']:,} steps, " if isinstance(card.get("steps"), int) else ""
         before = card.get("runs_before", [])                     # a fine-tuned checkpoint's earlier runs
-        total = minutes + sum(r.get("train_wall_time_s", 0) for r in before) / 60
+        total = train_seconds(card) / 60
         history = (f"; it starts from {len(before)} earlier run{'s' if len(before) > 1 else ''} listed on its card, "
                    f"{total:.0f} min in all" if before else "")
         rows.append(f"| `{card_path.parent.name}` | {what} | {scores} | `{_command(card)}` "

@@ -13,7 +13,7 @@ from torch import nn
 
 from course_lib import checkpoint
 from course_lib.checkpoint import (CheckpointError, checkpoint_root, load_pretrained, read_card, round_trip_,
-                                   save_pretrained, sha256_file)
+                                   save_pretrained, sha256_file, train_seconds)
 
 
 @dataclass(frozen=True)
@@ -441,3 +441,10 @@ def test_tied_weights_are_stored_once_and_retied(tmp_path):
     torch.testing.assert_close(loaded.embed.weight, model.embed.weight)
     assert loaded.none_b.shape == (0, 3) and read_card(tmp_path / "tied")["parameters"] == sum(
         p.numel() for p in model.parameters())
+
+
+def test_train_seconds_counts_every_run_a_checkpoint_started_from():
+    assert train_seconds({"wall_time_s": 60.0}) == 60.0                          # an older card's own time
+    fine_tuned = {"train_wall_time_s": 30.0, "runs_before": [{"train_wall_time_s": 100.0}, {"steps": 5}]}
+    assert train_seconds(fine_tuned) == 130.0
+    assert train_seconds({}) == 0.0
