@@ -8,6 +8,7 @@ import torch
 
 from course_lib import checkpoint
 from course_lib import jukebox as J
+from course_lib.data.songs import STYLES
 
 TINY = J.VQVAEConfig.preset("tiny")
 TINY_PRIOR = replace(J.PriorConfig.preset("tiny"), styles=("a", "b"))
@@ -226,12 +227,12 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
               "--no-progress"]
     assert R.train_cli(["--stage", "vqvae", *common, "--out", "jb-vqvae"]) == 0
     assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--out", "jb-priors",
-                        "--gen-per-style", "1", "--gen-seconds", "2"]) == 0
+                        "--gen-per-style", "2", "--gen-seconds", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "runs/jukebox-songs/priors").glob("codes-*.pt")) == \
         ["codes-test.pt", "codes-train.pt"]                                     # a resumed run does not encode again
     vq_card, prior_card = checkpoint.read_card("jb-vqvae"), checkpoint.read_card("jb-priors")
     assert vq_card["stopped_by"] == prior_card["stopped_by"] == "max_steps"
-    assert set(vq_card["metrics"]) == {"bottom", "middle", "top"} and prior_card["metrics"]["generated"]["songs"] == 6
+    assert set(vq_card["metrics"]) == {"bottom", "middle", "top"} and prior_card["metrics"]["generated"]["songs"] == 12
     again = R.eval_cli(["--checkpoint", str(tmp_path / "jb"), "--threads", "1"])
     assert again["vqvae"] == vq_card["metrics"]
     assert again["priors"] == {k: v for k, v in prior_card["metrics"].items() if k not in ("generated", "reference")}
@@ -239,6 +240,10 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert again["reference"] == prior_card["metrics"]["reference"]
     assert set(again["reference"]) == {"songs", "real", "bottom_reconstruction", "top_reconstruction"}
     assert {"style_accuracy", "style_accuracy_uncoded_ruler"} <= set(again["generated"])   # both rulers reported
+    # Tempos are asked at both ends of each style's range: a prior that knew only the style would miss by half of it.
+    half = [(hi - lo) / 2 / t for lo, hi in (STYLES[s].tempo for s in STYLES) for t in (lo, hi)]
+    assert again["generated"]["median_relative_tempo_error_style_only"] == round(float(torch.tensor(half).median()), 4)
+    assert 0 <= again["generated"]["tempo_order_right"] <= 1
     # A decoder-only fine-tune keeps every code, so the priors stay valid.
     with pytest.raises(SystemExit, match="--init-from"):
         R.train_cli(["--stage", "vqvae", *common, "--decoders-only", "--out", "jb2-vqvae"])
