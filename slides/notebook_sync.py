@@ -162,7 +162,10 @@ def _scores(card: dict) -> tuple[str, str]:
                 "held-out bits per token " + " / ".join(f"{m[k]['bits_per_token']:.2f}" for k in levels) +
                 " (top / middle / bottom; unigram " + " / ".join(f"{m[k]['unigram_bits_per_token']:.2f}" for k in levels) +
                 f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}, "
-                f"median tempo error {_pct(gen['median_relative_tempo_error'])}" + _jukebox_reference(m) +
+                f"median tempo error {_pct(gen['median_relative_tempo_error'])}" +
+                (f" at both ends of each style's tempo range, where a prior deaf to the tempo request errs by "
+                 f"{_pct(gen['median_relative_tempo_error_style_only'])}"
+                 if "median_relative_tempo_error_style_only" in gen else "") + _jukebox_reference(m) +
                 (f"; the style ruler trained on songs as recorded only (not through Opus): generated "
                  f"{_pct(gen['style_accuracy_uncoded_ruler'])}" if "style_accuracy_uncoded_ruler" in gen else ""))
     if arch == "MelVAE":
