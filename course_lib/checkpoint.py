@@ -309,13 +309,13 @@ def read_card(name_or_path: str | Path) -> dict:
     return _json_object(data, folder / "card.json")
 
 
-def train_seconds(card: dict) -> float:
-    """Training wall time behind a checkpoint: its own run and every earlier run it started from.
+def train_seconds(card: dict, earlier: bool = True) -> float:
+    """Training wall time behind a checkpoint: its own run and (``earlier``) every earlier run it started from.
 
     A fine-tuned checkpoint (``--init-from``) lists the runs before it under ``runs_before``; the README, the decks
     and the notebooks all count a checkpoint's cost this one way. Older cards name their own time ``wall_time_s``."""
-    own = card.get("train_wall_time_s", card.get("wall_time_s", 0.0))
-    return float(own) + sum(float(r.get("train_wall_time_s", 0.0)) for r in card.get("runs_before", []))
+    own = float(card.get("train_wall_time_s", card.get("wall_time_s", 0.0)))
+    return own + sum(float(r.get("train_wall_time_s", 0.0)) for r in card.get("runs_before", []) if earlier)
 
 
 def _verify(folder: Path, card: dict, blobs: dict[str, bytes]) -> None:

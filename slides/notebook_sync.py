@@ -222,7 +222,7 @@ def checkpoint_table() -> str:
     for card_path in sorted((ROOT / "assets" / "checkpoints").glob("*/card.json")):
         card = json.loads(card_path.read_text(encoding="utf-8"))
         what, scores = _scores(card)
-        minutes = card.get("wall_time_s", card.get("train_wall_time_s", 0)) / 60
+        minutes = train_seconds(card, earlier=False) / 60
         steps = f"{card['steps']:,} steps, " if isinstance(card.get("steps"), int) else ""
         before = card.get("runs_before", [])                     # a fine-tuned checkpoint's earlier runs
         total = train_seconds(card) / 60

@@ -446,5 +446,5 @@ def test_tied_weights_are_stored_once_and_retied(tmp_path):
 def test_train_seconds_counts_every_run_a_checkpoint_started_from():
     assert train_seconds({"wall_time_s": 60.0}) == 60.0                          # an older card's own time
     fine_tuned = {"train_wall_time_s": 30.0, "runs_before": [{"train_wall_time_s": 100.0}, {"steps": 5}]}
-    assert train_seconds(fine_tuned) == 130.0
+    assert train_seconds(fine_tuned) == 130.0 and train_seconds(fine_tuned, earlier=False) == 30.0
     assert train_seconds({}) == 0.0

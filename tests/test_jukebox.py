@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -243,7 +244,12 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     # Tempos are asked at both ends of each style's range: a prior that knew only the style would miss by half of it.
     half = [(hi - lo) / 2 / t for lo, hi in (STYLES[s].tempo for s in STYLES) for t in (lo, hi)]
     assert again["generated"]["median_relative_tempo_error_style_only"] == round(float(torch.tensor(half).median()), 4)
-    assert 0 <= again["generated"]["tempo_order_right"] <= 1
+    # Each song heard faster than the one before: slow requests come first, so every (slow, fast) pair is in order.
+    model, heard = R.load_pretrained(str(tmp_path / "jb")), iter(range(1000))
+    monkeypatch.setattr(R, "estimate_tempo", lambda wav, sr: float(next(heard)))
+    blind = SimpleNamespace(predict=lambda wav: SimpleNamespace(logits=torch.zeros(len(wav), len(model.styles))))
+    top = model.encode(torch.randn(1, 1, 16_000, generator=torch.Generator().manual_seed(0)) * 0.1)[2]
+    assert R.generation_report(model, blind, top, top, per_style=2, seconds=1.0)["tempo_order_right"] == 1.0
     # A decoder-only fine-tune keeps every code, so the priors stay valid.
     with pytest.raises(SystemExit, match="--init-from"):
         R.train_cli(["--stage", "vqvae", *common, "--decoders-only", "--out", "jb2-vqvae"])

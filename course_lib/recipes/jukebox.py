@@ -150,7 +150,7 @@ def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: 
                 right_uncoded += int((uncoded_clf.predict(wav).logits.argmax(-1) == s).sum())
             heard[tempo] = [estimate_tempo(w, model.sample_rate) for w in wav]
             tempo_err += [abs(h - tempo) / tempo for h in heard[tempo]]
-            blind_err += [abs(sum(STYLES[style].tempo) / 2 - tempo) / tempo] * count
+            blind_err += [abs((slow + fast) / 2 - tempo) / tempo] * count
             key_right += sum(estimate_key(w, model.sample_rate).name == key for w in wav)
             nn_gen.append(_nn_distance(model.encode(wav)[2], train_top))
             n += count
