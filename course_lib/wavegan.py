@@ -23,6 +23,12 @@ Two additions that are not in the paper:
   sees, so the generator leaves a noise floor under decays that should fall silent. Companded,
   that hiss in a silent tail is a difference of 0.23. Real clips are companded once for training; :meth:`WaveGAN.forward`
   and :meth:`WaveGAN.generate` expand the generator's output back to linear samples.
+- ``cfg.spectral_critic``: a second critic that judges log-magnitude spectrograms, the critic of the
+  paper's companion model SpecGAN (same paper, section 4), beside the waveform critic. WGAN-GP's
+  penalty holds a critic's slope near 1 *in its input space*: on waveforms, a hiss 60 dB below full
+  scale over a silent 4,096-sample clip is an L2 distance of 0.06 and can shift the score by no more
+  than that, so the waveform critic cannot care about it. The spectrogram critic's penalty is taken on
+  log-spectrograms (as in SpecGAN), where the same hiss is a distance of about 40.
 
 Width ``d`` and ``num_layers`` (slice length ``16 * 4**num_layers``: 4,096 or 16,384) come
 from the config; the training recipe (batch, critic steps, Adam) from :func:`fit`'s arguments.
@@ -46,8 +52,8 @@ from course_lib import checkpoint
 from course_lib.audio import mu_law_compress, mu_law_expand
 from course_lib.train import TrainConfig, Trainer, TrainResult
 
-__all__ = ["WaveGANConfig", "PRESETS", "WaveGAN", "Generator", "Discriminator", "PhaseShuffle", "phase_shuffle",
-           "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit", "load_pretrained",
+__all__ = ["WaveGANConfig", "PRESETS", "WaveGAN", "Generator", "Discriminator", "SpectrogramCritic", "PhaseShuffle",
+           "phase_shuffle", "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit", "load_pretrained",
            "BATCH_SIZES"]
 
 STRIDE = 4        # every layer up- or down-samples by 4 (paper, table 1)
@@ -70,6 +76,7 @@ class WaveGANConfig:
     post_filter_length: int = 0        # learned FIR after the generator (paper: 512); 0 = off
     ema_decay: float = 0.999           # weight average the samples come from (0 = off); not in the paper
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
+    spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -77,8 +84,8 @@ class WaveGANConfig:
         if self.d < 1 or self.latent_dim < 1 or self.kernel_size < STRIDE or self.kernel_size % 2 == 0:
             raise ValueError(f"Need d >= 1, latent_dim >= 1 and an odd kernel_size >= {STRIDE}; got d={self.d}, "
                              f"latent_dim={self.latent_dim}, kernel_size={self.kernel_size}.")
-        if self.phase_shuffle < 0 or self.post_filter_length < 0:
-            raise ValueError("phase_shuffle and post_filter_length must be >= 0.")
+        if self.phase_shuffle < 0 or self.post_filter_length < 0 or self.spectral_critic < 0:
+            raise ValueError("phase_shuffle, post_filter_length and spectral_critic must be >= 0.")
         if self.mu_law < 0:
             raise ValueError(f"mu_law must be 0 (off) or a positive mu such as 255, got {self.mu_law}.")
         if not 0 <= self.ema_decay < 1:
@@ -203,14 +210,51 @@ class Discriminator(nn.Module):
         return self.dense(x.flatten(1)).squeeze(-1)                  # (B,)
 
 
+class SpectrogramCritic(nn.Module):
+    """A second critic on log-magnitude spectrograms: ``x (B, 1, T) -> score (B,)`` (SpecGAN's, paper section 4).
+
+    :meth:`features` turns waveforms into ``(B, 1, F, L)`` log-magnitudes scaled to about [-1, 1]
+    (SpecGAN's STFT: 256-point windows every 128 samples, 16 and 8 ms at 16 kHz); :meth:`score` is four 5x5
+    strided 2D convs with LeakyReLU 0.2 and a dense layer. Training penalises the gradient of
+    :meth:`score` with respect to the features, so distances are measured in decibels.
+    """
+
+    N_FFT, HOP, FLOOR = 256, 128, 1e-4         # FLOOR: magnitudes below it (about -90 dB re a full-scale bin) count as silence
+
+    def __init__(self, cfg: WaveGANConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        ch = [cfg.spectral_critic * 2 ** i for i in range(4)]        # [d, 2d, 4d, 8d]
+        self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 5, 2, padding=2) for c_in, c_out in zip([1] + ch[:-1], ch))
+        f, t = self.N_FFT // 2 + 1, cfg.slice_length // self.HOP + 1
+        for _ in ch:
+            f, t = (f - 1) // 2 + 1, (t - 1) // 2 + 1
+        self.dense = nn.Linear(ch[-1] * f * t, 1)
+        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``(B, 1, T) -> (B, 1, F, L)``: ``(log10(|STFT| + floor) + 1) / 3``, -1 at the floor, +0.7 at a full-scale bin."""
+        spec = torch.stft(x[:, 0], self.N_FFT, self.HOP, window=self.window, return_complex=True)  # (B, F, L)
+        return ((spec.abs() + self.FLOOR).log10() + 1).div(3).unsqueeze(1)
+
+    def score(self, f: Tensor) -> Tensor:
+        for conv in self.convs:
+            f = F.leaky_relu(conv(f), 0.2)                           # (B, C, F / 2**(i+1), L / 2**(i+1))
+        return self.dense(f.flatten(1)).squeeze(-1)                  # (B,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(self.features(x))
+
+
 class WaveGAN(nn.Module):
-    """Generator, its weight average and the critic (all in the checkpoint, so training can continue)."""
+    """Generator, its weight average and the critic(s) (all in the checkpoint, so training can continue)."""
 
     def __init__(self, cfg: WaveGANConfig | None = None) -> None:
         super().__init__()
         self.config = cfg or WaveGANConfig()
         self.generator = Generator(self.config)
         self.discriminator = Discriminator(self.config)
+        self.spectral_critic = SpectrogramCritic(self.config) if self.config.spectral_critic else None
         self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False)
                               if self.config.ema_decay > 0 else None)
 
@@ -277,13 +321,13 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     is over all of an example's samples. ``create_graph=True`` lets the penalty train the critic.
 
     Args:
-        critic: maps ``(B, 1, T)`` to ``(B,)`` scores.
-        real, fake: ``(B, 1, T)``.
+        critic: maps ``(B, 1, T)`` (or, for the spectrogram critic, ``(B, 1, F, L)``) to ``(B,)`` scores.
+        real, fake: ``(B, 1, T)`` or ``(B, 1, F, L)``.
         generator: randomness for ``eps``.
     """
     eps = torch.rand(real.shape[0], 1, 1, generator=generator, device=getattr(generator, "device", "cpu"))
-    eps = eps.to(real)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)  # (B, 1, T)
+    eps = eps.to(real).view(-1, *[1] * (real.ndim - 1))                            # (B, 1, 1[, 1])
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)  # like real
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
@@ -297,15 +341,23 @@ class WaveGANLosses(NamedTuple):
 
 def make_optimizers(model: WaveGAN, lr: float = 1e-4,
                     betas: tuple[float, float] = (0.5, 0.9)) -> dict[str, torch.optim.Optimizer]:
-    """Adam for generator and critic (the paper's lr 1e-4, betas (0.5, 0.9))."""
-    return {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+    """Adam for generator and critic(s) (the paper's lr 1e-4, betas (0.5, 0.9))."""
+    opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
             "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}
+    if model.spectral_critic is not None:
+        opts["spectral_critic"] = torch.optim.Adam(model.spectral_critic.parameters(), lr=lr, betas=betas)
+    return opts
 
 
 def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sample_real: Callable[[], Tensor],
                generator: torch.Generator | None = None, n_critic: int = 5, gp_weight: float = 10.0) -> WaveGANLosses:
-    """One WGAN-GP generator step preceded by ``n_critic`` critic steps (Gulrajani et al., algorithm 1)."""
-    G, D = model.generator, model.discriminator
+    """One WGAN-GP generator step preceded by ``n_critic`` critic steps (Gulrajani et al., algorithm 1).
+
+    With a spectrogram critic, both critics train on the same batches, each with its own penalty
+    (the spectrogram critic's on its log-spectrogram input), and the generator climbs the sum of
+    their scores; the returned losses are the sums.
+    """
+    G, D, S = model.generator, model.discriminator, model.spectral_critic
     critic = lambda x: D(x, generator)  # noqa: E731 - phase shuffle draws from the same generator
     w_sum = 0.0
     for _ in range(n_critic):
@@ -315,19 +367,31 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
         d_real, d_fake = critic(real).mean(), critic(fake).mean()
         gp = gradient_penalty(critic, real, fake, generator)
         loss_d = d_fake - d_real + gp_weight * gp
-        optimizers["discriminator"].zero_grad(set_to_none=True)
+        if S is not None:                                            # SpecGAN's critic, penalised in its own domain
+            f_real, f_fake = S.features(model.expand(real)), S.features(model.expand(fake))  # (B, 1, F, L)
+            s_real, s_fake = S.score(f_real).mean(), S.score(f_fake).mean()
+            gp_s = gradient_penalty(S.score, f_real, f_fake, generator)
+            loss_d = loss_d + s_fake - s_real + gp_weight * gp_s
+            d_real, d_fake, gp = d_real + s_real, d_fake + s_fake, gp + gp_s
+        for name in ("discriminator", "spectral_critic"):
+            if name in optimizers:
+                optimizers[name].zero_grad(set_to_none=True)
         loss_d.backward()
-        optimizers["discriminator"].step()
+        for name in ("discriminator", "spectral_critic"):
+            if name in optimizers:
+                optimizers[name].step()
         w_sum += float((d_real - d_fake).detach())
-    for p in D.parameters():                                         # the generator step does not train D
+    critics = [D] + ([S] if S is not None else [])
+    for p in (p for c in critics for p in c.parameters()):           # the generator step does not train the critics
         p.requires_grad_(False)
     try:
-        loss_g = -critic(G(model.sample_latent(real.shape[0], generator))).mean()
+        fake = G(model.sample_latent(real.shape[0], generator))
+        loss_g = -critic(fake).mean() - (S(model.expand(fake)).mean() if S is not None else 0)
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
     finally:
-        for p in D.parameters():
+        for p in (p for c in critics for p in c.parameters()):
             p.requires_grad_(True)
     return WaveGANLosses(loss_d.detach(), loss_g.detach(), torch.tensor(w_sum / n_critic), gp.detach())
 
@@ -370,6 +434,8 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
 
     optimizers = optimizers or make_optimizers(model, lr, betas)
     modules = {"generator": model.generator, "discriminator": model.discriminator}
+    if model.spectral_critic is not None:
+        modules["spectral_critic"] = model.spectral_critic
     if model.generator_ema is not None:
         modules["generator_ema"] = model.generator_ema
     # An exploding critic (|score| > 1e4) is divergence for WGAN-GP, whose scores stay O(1..100).

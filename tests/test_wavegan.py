@@ -327,6 +327,50 @@ def test_init_from_copies_every_weight(tmp_path):
         R.warm_start(W.WaveGAN(replace(TINY, d=8)), source, "a")
 
 
+def test_spectral_critic_features_shapes_and_penalty_domain():
+    cfg = replace(TINY, spectral_critic=2)
+    model = W.WaveGAN(cfg)
+    S = model.spectral_critic
+    x = torch.zeros(3, 1, cfg.slice_length)
+    f = S.features(x)
+    assert f.shape == (3, 1, S.N_FFT // 2 + 1, cfg.slice_length // S.HOP + 1)
+    torch.testing.assert_close(f, torch.full_like(f, -1.0))                     # digital silence sits at the floor
+    assert S(x).shape == (3,)
+    # A hiss 60 dB below full scale: a tiny step for the waveform critic's penalty, a long one for this one's.
+    hiss = 1e-3 * torch.randn(3, 1, cfg.slice_length, generator=torch.Generator().manual_seed(0))
+    assert float(hiss.flatten(1).norm(dim=1).mean()) < 0.07
+    assert float((S.features(hiss) - f).flatten(1).norm(dim=1).mean()) > 20      # about 40 at this size
+    # The penalty on features: the closed form for a critic linear in its features.
+    w = torch.randn(1, 1, *f.shape[-2:])
+    gp = W.gradient_penalty(lambda v: (w * v).sum(dim=(1, 2, 3)), S.features(hiss), f)
+    torch.testing.assert_close(gp, (w.norm() - 1) ** 2)
+
+
+def test_spectral_critic_trains_beside_the_waveform_critic():
+    cfg = replace(TINY, spectral_critic=2)
+    model = W.WaveGAN(cfg)
+    opt = W.make_optimizers(model)
+    assert set(opt) == {"generator", "discriminator", "spectral_critic"}
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    before = {k: p.clone() for k, p in model.named_parameters()}
+    losses = W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0), n_critic=1)
+    assert all(torch.isfinite(v) for v in losses)
+    frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p) and "generator_ema" not in k]
+    assert sorted(frozen) == ["discriminator.dense.bias", "spectral_critic.dense.bias"]
+    # Off by default; a model without it warm-starts one with it (the new critic keeps its fresh weights).
+    assert W.WaveGAN(TINY).spectral_critic is None and "spectral_critic" not in W.make_optimizers(W.WaveGAN(TINY))
+    plain = W.WaveGAN(TINY)
+    own = {k: v.clone() for k, v in model.spectral_critic.state_dict().items()}
+    R.warm_start(model, plain, "plain", new=("spectral_critic.",))
+    torch.testing.assert_close(model.generator.dense.weight, plain.generator.dense.weight)
+    for k, v in model.spectral_critic.state_dict().items():
+        torch.testing.assert_close(v, own[k], msg=k)
+    with pytest.raises(SystemExit, match="same preset"):
+        R.warm_start(model, plain, "plain")                                      # without new=: refused
+    with pytest.raises(ValueError, match="spectral_critic"):
+        W.WaveGANConfig(spectral_critic=-1)
+
+
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
     clips = R.load_clips("synthworld-drums", "train", 32)
     monkeypatch.setattr(gan_eval, "train_classifier", lambda *a, steps=400, **k: _real_train_classifier(*a, steps=5, **k))

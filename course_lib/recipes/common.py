@@ -213,13 +213,16 @@ def export(run: Run, result: TrainResult, config: Any, card_: dict[str, Any],
 
 
 # ----------------------------------------------------------------------------- timing
-def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str) -> None:
-    """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape."""
+def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: tuple[str, ...] = ()) -> None:
+    """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape.
+
+    ``new``: name prefixes of parts that ``model`` adds and ``start`` lacks (they keep their fresh weights).
+    """
     ours, theirs = model.state_dict(), start.state_dict()
-    if {k: v.shape for k, v in ours.items()} != {k: v.shape for k, v in theirs.items()}:
+    if {k: v.shape for k, v in ours.items() if not k.startswith(new)} != {k: v.shape for k, v in theirs.items()}:
         raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
                          f"preset or drop --init-from.")
-    model.load_state_dict(theirs)
+    model.load_state_dict(theirs, strict=not any(k.startswith(new) for k in ours))
 
 
 def runs_before(name: str) -> list[dict[str, Any]]:

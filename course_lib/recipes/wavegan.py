@@ -184,6 +184,8 @@ def _train_parser():
     p.add_argument("--n-critic", type=positive_int, default=5)
     p.add_argument("--mu-law", type=nonnegative_int, default=0,
                    help="train on mu-law companded waveforms with this mu (255; default 0: linear, as in the paper)")
+    p.add_argument("--spectral-critic", type=nonnegative_int, default=0,
+                   help="width of a second critic on log-spectrograms (SpecGAN's; 8 for small); default 0: off")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's generator, average and critic (same preset), e.g. to fine-tune")
     return p
@@ -195,15 +197,15 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.eval_size is None:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
-                   mu_law=args.mu_law, init_from=args.init_from)
-    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law)
+                   mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from)
+    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
     print(f"{len(train.audio)} training clips of {cfg.slice_length} samples, classes {train.classes}", flush=True)
     model = WaveGAN(cfg)
     if args.init_from:
-        warm_start(model, load_pretrained(args.init_from), args.init_from)
+        warm_start(model, load_pretrained(args.init_from), args.init_from, new=("spectral_critic.",))
     result = fit(model.to(run.device), train.audio, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                  batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
