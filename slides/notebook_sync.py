@@ -141,7 +141,9 @@ def _scores(card: dict) -> tuple[str, str]:
                  else "classifier trained with added noise")
         decay = (f"; quietest tenth of the clips decays {m['decay_p10_db']['generated']:.0f} dB (real "
                  f"{m['decay_p10_db']['real']:.0f} dB)" if "decay_p10_db" in m else "")
-        mode = ", trained on mu-law companded samples" if card.get("settings", {}).get("mu_law") else ""
+        settings = card.get("settings", {})
+        mode = (", trained on mu-law companded samples" if settings.get("mu_law") else "") + (
+            ", with a second critic on log-spectrograms (SpecGAN's)" if settings.get("spectral_critic") else "")
         return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes{mode}",
                 f"{ruler}: inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
                 f"{len(m['class_fractions'])} classes; Fréchet distance {m['frechet']:.1f} (noise bursts "
