@@ -53,7 +53,8 @@ from course_lib.audio import mu_law_compress, mu_law_expand
 from course_lib.train import TrainConfig, Trainer, TrainResult
 
 __all__ = ["WaveGANConfig", "PRESETS", "WaveGAN", "Generator", "Discriminator", "SpectrogramCritic", "PhaseShuffle",
-           "phase_shuffle", "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit", "load_pretrained",
+           "phase_shuffle", "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit",
+           "load_pretrained",
            "BATCH_SIZES"]
 
 STRIDE = 4        # every layer up- or down-samples by 4 (paper, table 1)
@@ -219,7 +220,8 @@ class SpectrogramCritic(nn.Module):
     :meth:`score` with respect to the features, so distances are measured in decibels.
     """
 
-    N_FFT, HOP, FLOOR = 256, 128, 1e-4         # FLOOR: magnitudes below it (about -90 dB re a full-scale bin) count as silence
+    N_FFT, HOP = 256, 128
+    FLOOR = 1e-4                               # magnitudes below it (about -90 dB re a full-scale bin) count as silence
 
     def __init__(self, cfg: WaveGANConfig) -> None:
         super().__init__()
@@ -233,7 +235,7 @@ class SpectrogramCritic(nn.Module):
         self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
 
     def features(self, x: Tensor) -> Tensor:
-        """``(B, 1, T) -> (B, 1, F, L)``: ``(log10(|STFT| + floor) + 1) / 3``, -1 at the floor, +0.7 at a full-scale bin."""
+        """``(B, 1, T) -> (B, 1, F, L)``: ``(log10(|STFT| + floor) + 1) / 3``; -1 at the floor, +0.7 at full scale."""
         spec = torch.stft(x[:, 0], self.N_FFT, self.HOP, window=self.window, return_complex=True)  # (B, F, L)
         return ((spec.abs() + self.FLOOR).log10() + 1).div(3).unsqueeze(1)
 
@@ -358,6 +360,7 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
     their scores; the returned losses are the sums.
     """
     G, D, S = model.generator, model.discriminator, model.spectral_critic
+    critic_opts = [optimizers[n] for n in ("discriminator", "spectral_critic") if n in optimizers]
     critic = lambda x: D(x, generator)  # noqa: E731 - phase shuffle draws from the same generator
     w_sum = 0.0
     for _ in range(n_critic):
@@ -373,13 +376,11 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
             gp_s = gradient_penalty(S.score, f_real, f_fake, generator)
             loss_d = loss_d + s_fake - s_real + gp_weight * gp_s
             d_real, d_fake, gp = d_real + s_real, d_fake + s_fake, gp + gp_s
-        for name in ("discriminator", "spectral_critic"):
-            if name in optimizers:
-                optimizers[name].zero_grad(set_to_none=True)
+        for opt in critic_opts:
+            opt.zero_grad(set_to_none=True)
         loss_d.backward()
-        for name in ("discriminator", "spectral_critic"):
-            if name in optimizers:
-                optimizers[name].step()
+        for opt in critic_opts:
+            opt.step()
         w_sum += float((d_real - d_fake).detach())
     critics = [D] + ([S] if S is not None else [])
     for p in (p for c in critics for p in c.parameters()):           # the generator step does not train the critics

@@ -357,6 +357,16 @@ def test_spectral_critic_trains_beside_the_waveform_critic():
     assert all(torch.isfinite(v) for v in losses)
     frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p) and "generator_ema" not in k]
     assert sorted(frozen) == ["discriminator.dense.bias", "spectral_critic.dense.bias"]
+    # The generator climbs the spectrogram critic too: with a waveform critic deaf to its input (zero conv weights
+    # stay zero, their gradient passes through a zero dense layer), the generator moves only through this critic.
+    deaf = W.WaveGAN(cfg)
+    with torch.no_grad():
+        for p in [*deaf.discriminator.parameters()]:
+            p.zero_()
+    g_before = [p.clone() for p in deaf.generator.parameters()]
+    W.train_step(deaf, W.make_optimizers(deaf), lambda: real, torch.Generator().manual_seed(0), n_critic=1)
+    assert not all(torch.equal(a, b) for a, b in zip(g_before, deaf.generator.parameters()))
+    assert all(p.requires_grad for p in [*deaf.discriminator.parameters(), *deaf.spectral_critic.parameters()])
     # Off by default; a model without it warm-starts one with it (the new critic keeps its fresh weights).
     assert W.WaveGAN(TINY).spectral_critic is None and "spectral_critic" not in W.make_optimizers(W.WaveGAN(TINY))
     plain = W.WaveGAN(TINY)
