@@ -54,8 +54,7 @@ from course_lib.train import TrainConfig, Trainer, TrainResult
 
 __all__ = ["WaveGANConfig", "PRESETS", "WaveGAN", "Generator", "Discriminator", "SpectrogramCritic", "PhaseShuffle",
            "phase_shuffle", "gradient_penalty", "WaveGANLosses", "make_optimizers", "train_step", "fit",
-           "load_pretrained",
-           "BATCH_SIZES"]
+           "load_pretrained", "BATCH_SIZES"]
 
 STRIDE = 4        # every layer up- or down-samples by 4 (paper, table 1)
 SEED_LENGTH = 16  # the dense layer's output length: slice = 16 * 4**num_layers
