@@ -9,8 +9,8 @@ each able to reconstruct audio on its own, coarse at the top, detailed at the bo
 - the **top-level prior** generates top codes conditioned on style (genre), key and tempo (prefix
   tokens, as the paper's artist/genre tokens) and on timing (the song's total length as a prefix
   token, the fraction of the song elapsed as an added per-position embedding); priors built with
-  ``beat_clock`` also hear a metronome at the requested tempo, a course addition (see
-  :meth:`JukeboxPriors.timing`);
+  ``beat_clock`` also hear a metronome at the requested tempo, and those built with ``key_clock``
+  the key at every position, course additions (see :meth:`JukeboxPriors.timing`);
 - two **upsamplers** generate the middle and bottom codes, each conditioned on the codes of the
   level above through the paper's conditioner: an embedding, dilated residual convolutions and a
   transposed convolution that upsamples to the lower level's rate, added to every position, and on
@@ -229,11 +229,12 @@ class PriorConfig:
     conditioner_depth: int = 3               # dilated residual units of the upsamplers' conditioner
     beat_clock: bool = False                 # the top prior also hears a metronome at the song's tempo (timing)
     key_upsamplers: bool = False             # the upsamplers' prefix holds the key beside the style
+    key_clock: bool = False                  # the top prior also hears the key at every position (timing)
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
-        return self.fraction_buckets + (4 if self.beat_clock else 0)
+        return self.fraction_buckets + (4 if self.beat_clock else 0) + (24 if self.key_clock else 0)   # | key
 
     @property
     def up_prefix_vocab_size(self) -> int:   # style | key (24 + unknown)
@@ -318,12 +319,13 @@ class JukeboxPriors(nn.Module):
         return ids if self.config.key_upsamplers else ids[:, :1]
 
     def timing(self, start: int, n: int, total: int, tempo_bpm: float | None = None,
-               tokens_per_second: float = 125.0) -> Tensor:
+               tokens_per_second: float = 125.0, key: str | None = None) -> Tensor:
         """(1, n, top_cond_dim): one-hot of the fraction of the song elapsed at tokens start..start+n-1 (the
         paper's timing signal) and, with ``config.beat_clock``, a metronome: sine and cosine of the beat's and
         the half beat's phase at each token (songs start on a downbeat), zeros when the tempo is unknown.
         Jukebox has no tempo input; a course-sized prior ignored a tempo prefix token (held-out loss equal with
-        the true and a shuffled tempo), so the clock states the tempo at every position."""
+        the true and a shuffled tempo), so the clock states the tempo at every position. With
+        ``config.key_clock`` the key (one-hot of :data:`KEYS`, zeros when unknown) joins every position too."""
         pos = torch.arange(start, start + n, dtype=torch.float32)
         bucket = (pos / max(total, 1) * self.config.fraction_buckets).long().clamp(0, self.config.fraction_buckets - 1)
         out = F.one_hot(bucket, self.config.fraction_buckets).float()
@@ -334,6 +336,11 @@ class JukeboxPriors(nn.Module):
                 phase = 2 * math.pi * pos / tokens_per_second * tempo_bpm / 60          # beats elapsed x 2 pi
                 clock = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos()], -1)
             out = torch.cat([out, clock], -1)
+        if self.config.key_clock:
+            if key is not None and key not in KEYS:
+                raise ValueError(f"Unknown key {key!r}; use one of {KEYS[:3]}... (24 keys) or None.")
+            tonic = torch.zeros(n, 24) if key is None else F.one_hot(torch.full((n,), KEYS.index(key)), 24).float()
+            out = torch.cat([out, tonic], -1)
         return out[None]
 
     def upsampler_loss(self, level: int, codes: Tensor, upper: Tensor, prefix: Tensor) -> Tensor:
@@ -428,7 +435,8 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
     top = torch.stack([top_all[i, s:s + n_top] for i, s in zip(idx, starts.tolist())]).to(device)
     # Timing of each window: the fraction of its song elapsed at every token (and the metronome, unless hidden).
     rate = top_all.shape[1] / data.seconds                          # top tokens per second
-    cond = torch.cat([priors.timing(s, n_top, top_all.shape[1], None if h[1] else data.tempo_bpm[i], rate)
+    cond = torch.cat([priors.timing(s, n_top, top_all.shape[1], None if h[1] else data.tempo_bpm[i], rate,
+                                    None if h[0] else data.key[i])
                       for i, s, h in zip(idx, starts.tolist(), hide)]).to(device)
     l_top = priors.top(top[:, :-1], targets=top, prefix=prefix.to(device), cond=cond).loss
     up_prefix = torch.cat([priors.upsampler_prefix(int(data.style[i]), None if h[0] else data.key[i])
@@ -447,15 +455,19 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
 def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budget_s: float | None = None,
                generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
                batch_size: int = 8, lr: float = 1e-3, settings: dict | None = None, progress: bool = True,
-               log_every: int = 10, upsamplers_only: bool = False) -> TrainResult:
+               log_every: int = 10, upsamplers_only: bool = False, top_only: bool = False) -> TrainResult:
     """Train the top prior and both upsamplers together on pre-encoded songs (AdamW, warm-up + cosine).
 
     ``upsamplers_only``: keep the top prior as it is (its loss is still logged) and train the upsamplers,
     as the paper trains each level's model on its own. A top prior of a few hundred songs overfits long
-    before the upsamplers stop learning.
+    before the upsamplers stop learning. ``top_only``: the other way round.
     """
+    if upsamplers_only and top_only:
+        raise ValueError("upsamplers_only and top_only exclude each other: pick one (or neither to train all).")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     priors.top.requires_grad_(not upsamplers_only)
+    frozen = nn.ModuleList([priors.upsamplers, priors.conditioners]) if top_only else nn.ModuleList()
+    frozen.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in priors.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
                             weight_decay=0.01)
     warmup = max(1, steps // 20)
@@ -467,12 +479,13 @@ def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budge
 
     def step_fn(step: int) -> PriorLosses:
         losses = prior_losses(priors, data, batch_size, generator)
-        if upsamplers_only:
-            losses = losses._replace(total=losses.middle + losses.bottom)
+        if upsamplers_only or top_only:
+            losses = losses._replace(total=losses.top if top_only else losses.middle + losses.bottom)
         return optimizer_step(losses, opt, 1.0)
 
     trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
     priors.top.requires_grad_(True)
+    frozen.requires_grad_(True)
     return trainer.result(priors.eval())
 
 
@@ -527,7 +540,7 @@ class Jukebox(nn.Module):
             return prompt[:, :keep]
         cfg = self.priors.config
         prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
-        cond = self.priors.timing(0, keep, total, tempo_bpm, rate).expand(n, -1, -1)
+        cond = self.priors.timing(0, keep, total, tempo_bpm, rate, key).expand(n, -1, -1)
         return self.priors.top.sample(prompt, keep - prompt.shape[1], temperature=temperature, generator=generator,
                                       prefix=prefix, cond=cond, window_stride=cfg.top_context // 2)
 

@@ -10,6 +10,7 @@ import torch
 from course_lib import checkpoint
 from course_lib import jukebox as J
 from course_lib.data.songs import STYLES
+from course_lib.recipes.common import warm_start
 
 TINY = J.VQVAEConfig.preset("tiny")
 TINY_PRIOR = replace(J.PriorConfig.preset("tiny"), styles=("a", "b"))
@@ -117,6 +118,34 @@ def test_beat_clock_and_key_upsamplers():
     top, *ups = seen                                                      # top, then middle and bottom
     assert top["cond"][..., cfg.fraction_buckets:].abs().sum() > 0        # the metronome reaches the sampler
     assert all(torch.equal(u["prefix"], priors.upsampler_prefix("a", "C major")) for u in ups)   # and the key
+
+
+def test_key_clock_and_a_widened_warm_start():
+    cfg = replace(TINY_PRIOR, beat_clock=True, key_clock=True)
+    priors = J.JukeboxPriors(cfg).eval()
+    t = priors.timing(0, 8, 8, 120.0, key="A minor")
+    assert t.shape == (1, 8, cfg.fraction_buckets + 4 + 24) and cfg.top_cond_dim == t.shape[-1]
+    tonic = t[0, :, -24:]
+    assert tonic.sum() == 8 and (tonic.argmax(-1) == J.KEYS.index("A minor")).all()     # the key at every position
+    assert priors.timing(0, 8, 8, 120.0)[0, :, -24:].abs().sum() == 0                    # key unknown: silent
+    with pytest.raises(ValueError, match="Unknown key"):
+        priors.timing(0, 8, 8, key="H major")
+    # Warm-started from a prior without the key clock, it starts by computing what that prior computed.
+    plain = J.JukeboxPriors(replace(TINY_PRIOR, beat_clock=True)).eval()
+    warm_start(priors, plain, "plain", widened=("top.cond_proj.weight",))
+    codes = torch.randint(0, TINY_PRIOR.codebook_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    prefix = plain.prefix("a", "A minor", 120.0, 4.0).expand(2, -1)
+    before = plain.top(codes[:, :-1], targets=codes, prefix=prefix, cond=plain.timing(0, 9, 9, 120.0).expand(2, -1, -1))
+    after = priors.top(codes[:, :-1], targets=codes, prefix=prefix,
+                       cond=priors.timing(0, 9, 9, 120.0, key="A minor").expand(2, -1, -1))
+    torch.testing.assert_close(before.logits, after.logits)
+    assert torch.isfinite(J.prior_losses(priors, _fake_songs(), 4, torch.Generator().manual_seed(0)).total)
+    # The requested key reaches the top sampler's clock.
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
+    seen = []
+    priors.top.sample = (lambda f: lambda *a, **k: seen.append(k) or f(*a, **k))(priors.top.sample)
+    model.generate(1, "a", "C major", 120.0, 0.5, generator=torch.Generator().manual_seed(0))
+    assert (seen[0]["cond"][0, :, -24:].argmax(-1) == J.KEYS.index("C major")).all()
 
 
 def _fake_songs(n: int = 8, top: int = 32) -> J.SongCodes:
@@ -275,3 +304,15 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
         torch.testing.assert_close(a, b, msg=k)
     assert not all(torch.equal(a, b) for a, b in zip(before.priors.upsamplers.parameters(), ups.upsamplers.parameters()))
     assert checkpoint.read_card("jb3-priors")["upsamplers_only"] is True
+    # A top prior trained on its own, with the key clock added, keeps the upsamplers weight for weight.
+    with pytest.raises(SystemExit, match="exclude each other"):
+        R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors", "--top-only",
+                     "--upsamplers-only", "--out", "jb4-priors"])
+    assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors", "--top-only",
+                        "--key-clock", "--gen-per-style", "0", "--run-dir", "runs/jb4", "--out", "jb4-priors"]) == 0
+    top_only = checkpoint.load_pretrained("jb4-priors", J.JukeboxPriors, J.PriorConfig)
+    assert top_only.config.key_clock and checkpoint.read_card("jb4-priors")["top_only"] is True
+    for a, b in zip([*before.priors.upsamplers.parameters(), *before.priors.conditioners.parameters()],
+                    [*top_only.upsamplers.parameters(), *top_only.conditioners.parameters()]):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(before.priors.top.cond_proj.weight, top_only.top.cond_proj.weight[:, :-24])

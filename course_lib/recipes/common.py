@@ -213,12 +213,19 @@ def export(run: Run, result: TrainResult, config: Any, card_: dict[str, Any],
 
 
 # ----------------------------------------------------------------------------- timing
-def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: tuple[str, ...] = ()) -> None:
+def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: tuple[str, ...] = (),
+               widened: tuple[str, ...] = ()) -> None:
     """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape.
 
     ``new``: name prefixes of parts that ``model`` adds and ``start`` lacks (they keep their fresh weights).
+    ``widened``: names of input weights (out, in) that ``model`` widens by more inputs: ``start``'s columns are
+    copied and the new ones start at zero, so the widened model computes what ``start`` computed.
     """
-    ours, theirs = model.state_dict(), start.state_dict()
+    ours, theirs = model.state_dict(), dict(start.state_dict())
+    for k in widened:
+        old, want = theirs[k], ours[k].shape
+        if old.shape != want and old.shape[0] == want[0] and old.shape[1] <= want[1]:
+            theirs[k] = torch.cat([old, old.new_zeros(want[0], want[1] - old.shape[1])], 1)
     if {k: v.shape for k, v in ours.items() if not k.startswith(new)} != {k: v.shape for k, v in theirs.items()}:
         raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
                          f"preset or drop --init-from.")

@@ -214,6 +214,11 @@ def _train_parser():
                    help="stage priors with --init-from: keep its top prior and train only the two upsamplers")
     p.add_argument("--beat-clock", action="store_true",
                    help="stage priors: the top prior also hears a metronome at the song's tempo (PriorConfig.beat_clock)")
+    p.add_argument("--key-clock", action="store_true",
+                   help="stage priors: the top prior also hears the key at every position (PriorConfig.key_clock); "
+                        "with --init-from a prior without it, the key starts silent and is learned")
+    p.add_argument("--top-only", action="store_true",
+                   help="stage priors with --init-from: keep its upsamplers and train only the top prior")
     p.add_argument("--key-upsamplers", action="store_true",
                    help="stage priors: the upsamplers hear the key beside the style (PriorConfig.key_upsamplers)")
     p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
@@ -231,8 +236,12 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit("--decoders-only keeps a trained VQ-VAE's codes: use it with --stage vqvae --init-from NAME.")
     if args.upsamplers_only and not (not vq and args.init_from):
         raise SystemExit("--upsamplers-only keeps a trained top prior: use it with --stage priors --init-from NAME.")
-    if vq and (args.beat_clock or args.key_upsamplers):
-        raise SystemExit("--beat-clock and --key-upsamplers shape the priors: use them with --stage priors.")
+    if args.top_only and not (not vq and args.init_from):
+        raise SystemExit("--top-only keeps trained upsamplers: use it with --stage priors --init-from NAME.")
+    if args.top_only and args.upsamplers_only:
+        raise SystemExit("--top-only and --upsamplers-only exclude each other: pick one (or neither to train all).")
+    if vq and (args.beat_clock or args.key_upsamplers or args.key_clock):
+        raise SystemExit("--beat-clock, --key-clock and --key-upsamplers shape the priors: use them with --stage priors.")
     if not vq and args.vqvae is None:
         raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
     if args.run_dir is None:
@@ -240,7 +249,9 @@ def train_cli(argv: Sequence[str]) -> int:
     run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
                    vqvae=args.vqvae, init_from=args.init_from,
                    decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
+                   **({"top_only": True} if args.top_only else {}),
                    **({"beat_clock": True} if args.beat_clock else {}),
+                   **({"key_clock": True} if args.key_clock else {}),
                    **({"key_upsamplers": True} if args.key_upsamplers else {}))
     n_train, n_test = args.train_size or 256, args.eval_size or 64
     audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
@@ -266,14 +277,16 @@ def train_cli(argv: Sequence[str]) -> int:
                       for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
                          codebook_size=vqvae.config.codebook_size, beat_clock=args.beat_clock,
-                         key_upsamplers=args.key_upsamplers, song_seconds=args.seconds)
+                         key_upsamplers=args.key_upsamplers, key_clock=args.key_clock, song_seconds=args.seconds)
         model = JukeboxPriors(config)
         if args.init_from:
-            warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from)
+            warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from,
+                       widened=("top.cond_proj.weight",))
         model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
-                            progress=not args.no_progress, upsamplers_only=args.upsamplers_only)
+                            progress=not args.no_progress, upsamplers_only=args.upsamplers_only,
+                            top_only=args.top_only)
         if not is_main_process() or not result.finished:
             return export(run, result, config, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
@@ -288,6 +301,7 @@ def train_cli(argv: Sequence[str]) -> int:
             metrics["reference"] = reference_report(model, clf, val_audio, val_attrs, args.gen_seconds, uncoded)
     info = card(run, result, ["synthworld"], metrics, stage=args.stage, vqvae=args.vqvae, init_from=args.init_from,
                 decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
+                **({"top_only": True} if args.top_only else {}),
                 runs_before=runs_before(args.init_from) if args.init_from else [],
                 eval={"data": "songs", "split": "test", "eval_size": n_test, "seconds": args.seconds,
                       "gen_per_style": args.gen_per_style, "gen_seconds": args.gen_seconds})
