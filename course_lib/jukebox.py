@@ -45,7 +45,7 @@ from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
 from course_lib.transformer import TokenLM, TransformerConfig
 
 __all__ = ["VQVAEConfig", "HierarchicalVQVAE", "VQVAELosses", "spectral_loss", "waveform_loss", "PriorConfig", "Conditioner",
-           "JukeboxPriors", "Jukebox", "KEYS", "tempo_bucket", "load_pretrained", "PRESETS", "PRIOR_PRESETS",
+           "JukeboxPriors", "Jukebox", "KEYS", "key_id", "tempo_bucket", "load_pretrained", "PRESETS", "PRIOR_PRESETS",
            "random_crops", "fit_vqvae", "log_magnitude_loss", "SongCodes", "PriorLosses", "prior_losses", "fit_priors"]
 
 KEYS = tuple(f"{n} {m}" for m in ("major", "minor") for n in
@@ -255,6 +255,13 @@ PRIOR_PRESETS = {"tiny": PriorConfig(codebook_size=64, top_context=64, top_layer
                                                             up_layers=6, up_width=256)}
 
 
+def key_id(key: str | None) -> int:
+    """Index of ``key`` in :data:`KEYS`; 24 (unknown) for None."""
+    if key is not None and key not in KEYS:
+        raise ValueError(f"Unknown key {key!r}; use one of {KEYS[:3]}... (24 keys) or None.")
+    return len(KEYS) if key is None else KEYS.index(key)
+
+
 def tempo_bucket(bpm: float | None, buckets: int) -> int:
     """Log-spaced bucket of a tempo in 60..200 bpm; ``buckets`` means unknown."""
     if bpm is None:
@@ -306,9 +313,7 @@ class JukeboxPriors(nn.Module):
         """(1, 4) prefix ids: style, key (or unknown), tempo bucket (or unknown), total length bucket."""
         cfg, s = self.config, len(self.config.styles)
         sid = style if isinstance(style, int) else self.style_id(style)
-        if key is not None and key not in KEYS:
-            raise ValueError(f"Unknown key {key!r}; use one of {KEYS[:3]}... (24 keys) or None.")
-        kid = 24 if key is None else KEYS.index(key)
+        kid = key_id(key)
         length = min(cfg.length_buckets - 1, max(0, int(seconds) - 1))
         return torch.tensor([[sid, s + kid, s + 25 + tempo_bucket(tempo_bpm, cfg.tempo_buckets),
                               s + 25 + cfg.tempo_buckets + 1 + length]])
@@ -336,10 +341,8 @@ class JukeboxPriors(nn.Module):
                 phase = 2 * math.pi * pos / tokens_per_second * tempo_bpm / 60          # beats elapsed x 2 pi
                 clock = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos()], -1)
             out = torch.cat([out, clock], -1)
-        if self.config.key_clock:
-            if key is not None and key not in KEYS:
-                raise ValueError(f"Unknown key {key!r}; use one of {KEYS[:3]}... (24 keys) or None.")
-            tonic = torch.zeros(n, 24) if key is None else F.one_hot(torch.full((n,), KEYS.index(key)), 24).float()
+        if self.config.key_clock:                                   # one-hot of the key; unknown (id 24): zeros
+            tonic = F.one_hot(torch.full((n,), key_id(key)), len(KEYS) + 1)[:, :len(KEYS)].float()
             out = torch.cat([out, tonic], -1)
         return out[None]
 
