@@ -37,10 +37,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from course_lib import checkpoint
-from course_lib.audio import check_audio, resample
+from course_lib.audio import change_speed, check_audio, resample
 from course_lib.metrics import multiscale_mel_distance, si_sdr
 from course_lib.nn import (ConvNeXtBlock, ISTFTDecoder, MultiScaleSTFTDiscriminator, PaddedConv1d, PaddedConvTranspose1d,
                            ResidualUnit)
@@ -50,8 +51,8 @@ from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distr
                               rank_generator, unwrap)
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "complex_stft_loss",
-           "load_pretrained", "PRESETS", "ConvNeXtBlock", "ISTFTDecoder", "random_batch", "fit", "evaluate",
-           "CodecMetrics"]
+           "load_pretrained", "PRESETS", "ConvNeXtBlock", "ISTFTDecoder", "random_batch", "augment_voices", "fit",
+           "evaluate", "CodecMetrics"]
 
 
 _ACTIVATIONS = {"elu": nn.ELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
@@ -368,11 +369,33 @@ def random_batch(clips: list[Tensor], batch_size: int, length: int,
     return out * gain
 
 
+AUGMENT_SPEED = (0.8, 1.25)
+
+
+def augment_voices(wav: Tensor, sample_rate: int, length: int, generator: torch.Generator | None = None,
+                   speed: tuple[float, float] = AUGMENT_SPEED, eq_db: float = 8.0) -> Tensor:
+    """New voices and microphones from the same recordings, for a decoder that must render voices it never heard.
+
+    Each crop of ``wav`` (B, 1, T) is played a random ``speed`` times as fast (uniform; pitch and formants move
+    together, as a tape sped up), then passes a peaking EQ of random gain (+-``eq_db`` dB), centre (200 Hz ..
+    4 kHz, log-uniform) and Q (0.5 .. 2), and is cut to ``length`` samples (zero-padded if shorter). ``T`` should
+    be at least ``length * speed[1]`` so that the fastest crop still fills ``length``.
+    """
+    out = wav.new_zeros(wav.shape[0], 1, length)
+    u = torch.rand(wav.shape[0], 4, generator=generator).tolist()
+    for b, (r_speed, r_fc, r_gain, r_q) in enumerate(u):
+        x = change_speed(wav[b], sample_rate, speed[0] + (speed[1] - speed[0]) * r_speed)[0][..., :length]
+        x = AF.equalizer_biquad(x, sample_rate, 200.0 * 20.0 ** r_fc, eq_db * (2 * r_gain - 1), 0.5 + 1.5 * r_q)
+        out[b, :, : x.shape[-1]] = x.clamp(-1.0, 1.0)
+    return out
+
+
 def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float | None = None,
         generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
         batch_size: int = 16, crop_s: float = 0.5, lr: float = 1e-3, adversarial: bool = False,
         level: str = "peak", mixed_precision: bool = False, settings: dict | None = None,
-        progress: bool = True, log_every: int = 10) -> TrainResult:
+        progress: bool = True, log_every: int = 10, decoder_only: bool = False,
+        augment: bool = False) -> TrainResult:
     """Train ``model`` (on its device) on random crops of ``clips``; resumable via ``checkpoint_dir``/last.pt.
 
     AdamW (betas 0.8, 0.99) with a cosine decay to 10% of ``lr``, gradients clipped at 10. Under
@@ -388,6 +411,10 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
         level: loudness of the training crops, see :func:`random_batch`.
         mixed_precision: bfloat16 autocast for the forward passes (``Profile.mixed_precision``).
         settings: what a resumed run must share with this one (refused otherwise).
+        decoder_only: freeze the encoder and the codebooks, so every clip keeps its codes (token models
+            trained on them, such as AudioLM's, stay valid) and train only the decoder. Quantizer dropout
+            still applies, so the decoder keeps serving every bitrate.
+        augment: train on crops passed through :func:`augment_voices` (random speed and EQ).
 
     Returns:
         A :class:`~course_lib.train.TrainResult`; ``stopped_by`` says whether it finished.
@@ -402,8 +429,11 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
     init_distributed()
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    frozen = nn.ModuleList([model.encoder, *model.quantizer.layers]) if decoder_only else nn.ModuleList()
+    frozen.requires_grad_(False)
     net = distribute(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.8, 0.99),
+                            weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     modules, optimizers = {"codec": model}, {"opt": opt}
@@ -425,8 +455,15 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
         fakes[:] = [fake.detach()]                                 # reused by the discriminator step
         return disc.generator_losses(fake, real)
 
+    def batch() -> Tensor:
+        if not augment:
+            return random_batch(clips, batch_size, length, gen, level)
+        wide = random_batch(clips, batch_size, math.ceil(length * AUGMENT_SPEED[1]), gen, level)
+        return augment_voices(wide, model.sample_rate, length, gen)
+
     def step_fn(step: int) -> CodecLosses:
-        wav = random_batch(clips, batch_size, length, gen, level).to(device)
+        frozen.eval()                                               # no EMA updates, no code restarts
+        wav = batch().to(device)
         with autocast(device, mixed_precision):
             losses = codec_loss(net, wav, gen, adversary if disc is not None else None)
         losses = optimizer_step(losses, opt, 10.0)                  # backward outside autocast
@@ -444,6 +481,7 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
               f"stft={rec['stft']:.3f}", flush=True)
 
     trainer.fit(step_fn, callback=None if progress else log, callback_every=50)
+    frozen.requires_grad_(True)
     return trainer.result(model.eval())
 
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from course_lib.audio import AudioError
+from course_lib.audio import AudioError, change_speed
 from course_lib.checkpoint import CheckpointError, save_pretrained
-from course_lib.codec import (PRESETS, Codec, CodecConfig, ISTFTDecoder, codec_loss, complex_stft_loss, evaluate,
-                              fit, load_pretrained, mel_loss, random_batch)
+from course_lib.codec import (PRESETS, Codec, CodecConfig, ISTFTDecoder, augment_voices, codec_loss, complex_stft_loss,
+                              evaluate, fit, load_pretrained, mel_loss, random_batch)
 from course_lib.nn import MultiScaleSTFTDiscriminator
 from course_lib.metrics import multiscale_mel_distance
 from course_lib.spectral import MultiResolutionSTFTLoss, stft
@@ -253,6 +253,41 @@ def test_short_training_lowers_reconstruction_loss(tmp_path) -> None:
     # Resuming with a larger budget continues from step 40.
     assert fit(model, clips, steps=42, batch_size=4, crop_s=0.2, progress=False,
                checkpoint_dir=str(tmp_path / "run")).steps == 42
+
+
+def test_augment_voices_speeds_up_and_equalises_deterministically() -> None:
+    t = torch.arange(8000) / 16_000
+    wav = torch.stack([0.5 * torch.sin(2 * math.pi * f * t)[None] for f in (200.0, 300.0)])    # (2, 1, 8000)
+    out = augment_voices(wav, 16_000, 6000, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 6000) and out.abs().max() <= 1
+    assert torch.equal(out, augment_voices(wav, 16_000, 6000, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, augment_voices(wav, 16_000, 6000, torch.Generator().manual_seed(1)))
+    # Without EQ at a fixed speed it is the tape trick: the tone moves up by the factor.
+    fast = augment_voices(wav, 16_000, 6000, torch.Generator().manual_seed(0), speed=(1.25, 1.25), eq_db=0.0)
+    assert torch.allclose(fast[0], change_speed(wav[0], 16_000, 1.25)[0][..., :6000], atol=1e-6)
+    peak_hz = torch.fft.rfft(fast[0, 0]).abs().argmax() * 16_000 / 6000
+    assert abs(float(peak_hz) - 250.0) < 5.0
+    # The EQ changes the level of a tone by at most eq_db.
+    eq = augment_voices(wav, 16_000, 6000, torch.Generator().manual_seed(0), speed=(1.0, 1.0), eq_db=8.0)
+    gain_db = 20 * torch.log10(eq[:, 0, 2000:].std(-1) / wav[:, 0, 2000:6000].std(-1))
+    assert (gain_db.abs() <= 8.1).all() and (gain_db.abs() > 0.01).any(), gain_db
+
+
+def test_decoder_only_training_keeps_every_code_and_improves_the_decoder() -> None:
+    torch.manual_seed(0)
+    model = Codec(TINY)
+    clips = _tones(6)
+    fit(model, clips, steps=10, batch_size=4, crop_s=0.2, lr=3e-3, progress=False)      # a codec with codebooks
+    probe = torch.stack([c[..., :3200] for c in clips])
+    codes = model.encode(probe)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    before = evaluate(model, clips).mel_distance
+    fit(model, clips, steps=30, batch_size=4, crop_s=0.2, lr=3e-3, progress=False, decoder_only=True,
+        augment=True)
+    assert torch.equal(model.encode(probe), codes)                  # token models trained on them stay valid
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())   # EMA buffers too
+    assert evaluate(model, clips).mel_distance < before - 0.5
+    assert all(p.requires_grad for p in model.parameters())         # nothing stays frozen after fit
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -118,3 +118,11 @@ def test_warm_start_copies_all_weights_or_only_a_matching_encoder(tmp_path) -> N
     assert all(torch.equal(a, b) for a, b in zip(istft.decoder.parameters(), before))      # decoder untouched
     with pytest.raises(SystemExit, match="neither its configuration nor its encoder"):
         recipe._warm_start(Codec(CodecConfig.preset("small")), str(tmp_path / "tiny"))
+
+
+def test_decoder_only_needs_a_checkpoint_of_the_same_preset(tmp_path) -> None:
+    base = ["--data", "synthworld", "--steps", "1", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    with pytest.raises(SystemExit, match="--decoder-only keeps a trained codec's codes"):
+        recipe.train_cli([*base, "--preset", "tiny", "--decoder-only"])
+    with pytest.raises(SystemExit, match="same preset \\('small'\\), e.g. codec-speech"):
+        recipe.train_cli([*base, "--preset", "small", "--decoder-only", "--init-from", "codec-speech"])

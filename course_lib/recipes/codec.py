@@ -300,6 +300,9 @@ def _train_parser():
                    help="also train on copies played this many times faster (default: %(default)s)")
     p.add_argument("--no-speed-perturb", dest="speed_perturb", action="store_const", const=[],
                    help="train on the recordings as they are")
+    p.add_argument("--augment", action="store_true",
+                   help="each training crop also played a random 0.8-1.25x as fast and through a random EQ: new "
+                        "voices and microphones from the same recordings (codec.augment_voices)")
     p.add_argument("--level", choices=("peak", "natural"), default="peak",
                    help="training loudness: peaks at 0.3..1 (peak) or the recording's level +-6 dB (natural)")
     p.add_argument("--dead-code-threshold", type=positive_float, default=None,
@@ -308,6 +311,9 @@ def _train_parser():
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's weights, e.g. codec-speech: all of them for the same "
                         "configuration, else its encoder when that has the same shape")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init-from of the same preset: freeze its encoder and codebooks (every clip keeps "
+                        "its codes, so AudioLM's token models stay valid) and train only the decoder")
     p.add_argument("--heldout-speaker", type=_speaker, default=DEFAULT_HELDOUT,
                    help="FSDD speaker left out of training and reported as unseen; 'none' trains on all "
                         "(default: %(default)s)")
@@ -330,12 +336,18 @@ def train_cli(argv: Sequence[str]) -> int:
                    speed_perturb=tuple(args.speed_perturb), level=args.level, adversarial=args.adversarial,
                    dead_code_threshold=args.dead_code_threshold, heldout_speaker=heldout,
                    voices_size=args.voices_size if mixed else None,
-                   voices_fraction=args.voices_fraction if mixed else None)
+                   voices_fraction=args.voices_fraction if mixed else None,
+                   **({"decoder_only": True} if args.decoder_only else {}),
+                   **({"augment": True} if args.augment else {}))
     cfg = CodecConfig.preset(run.preset)
     if args.dead_code_threshold is not None:
         cfg = dataclasses.replace(cfg, dead_code_threshold=args.dead_code_threshold)
     torch.manual_seed(args.seed)                                   # model initialisation
     model = Codec(cfg)
+    init_parts = _warm_start(model, args.init_from) if args.init_from else None
+    if args.decoder_only and init_parts != "all":
+        raise SystemExit("--decoder-only keeps a trained codec's codes: use it with --init-from a checkpoint of the "
+                         f"same preset ({run.preset!r}), e.g. codec-speech for --preset speech.")
     train = training_clips(args.data, cfg.sample_rate, size=args.train_size, seed=args.seed, heldout_speaker=heldout,
                            speed=args.speed_perturb, voices_size=args.voices_size,
                            voices_fraction=args.voices_fraction)
@@ -343,14 +355,14 @@ def train_cli(argv: Sequence[str]) -> int:
     # The report's clips before training: a missing speaker or synthesizer fails now, not after hours.
     sets = evaluation_sets(args.data, cfg.sample_rate, heldout, args.eval_size,
                            args.voices_eval_size if speech else 0, args.seed)
-    init_parts = _warm_start(model, args.init_from) if args.init_from else None
     if args.init_from:
         sources += [d for d in _card_sources(args.init_from) if d not in sources]
     result = fit(model.to(run.device), train.clips, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                  batch_size=args.batch_size, crop_s=args.crop_s, lr=args.lr, adversarial=args.adversarial,
                  level=args.level, mixed_precision=run.mixed_precision, settings=run.settings,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, decoder_only=args.decoder_only,
+                 augment=args.augment)
     if not is_main_process():
         return 0
     if not result.finished:
