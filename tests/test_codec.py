@@ -409,6 +409,19 @@ def test_train_cli_resume_export_and_eval_cli_reproduce_the_card(tmp_path, monke
     for q, metrics in theirs["codec"].items():
         assert ours["codec"][q]["mel_distance"] == pytest.approx(metrics["mel_distance"], abs=1e-5), q
         assert ours["codec"][q]["usage"] == metrics["usage"], q
+    # A decoder-only run from it keeps its codes and names the run it started from on its card.
+    tuned = tmp_path / "codec-tiny-decoder"
+    tune = [*args[:args.index("--run-dir")], "--run-dir", "run2", "--out", str(tuned), "--init-from", str(out),
+            "--decoder-only", "--augment"]
+    assert recipe.train_cli(tune) == 0
+    card2 = checkpoint.read_card(tuned)
+    assert card2["settings"]["decoder_only"] and card2["settings"]["augment"] and card2["init_from_parts"] == "all"
+    assert [r["checkpoint"] for r in card2["runs_before"]] == [str(out)]
+    assert card2["metrics"]["synthworld-test"]["codec"]["q4"]["usage"] == theirs["codec"]["q4"]["usage"]
+    before, after = load_pretrained(out), load_pretrained(tuned)
+    assert all(torch.equal(a, b) for a, b in zip(before.encoder.state_dict().values(),
+                                                 after.encoder.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters()))
 
 
 def test_evaluation_report_scores_every_system_on_the_same_clips(tiny: Codec) -> None:

@@ -38,7 +38,8 @@ from course_lib.data import voices
 from course_lib.metrics import multiscale_mel_distance, pesq_wb, si_sdr, stoi
 from course_lib.quantize import codebook_stats
 from course_lib.recipes.common import (DATA_SOURCES, best_time, card, eval_parser, eval_plan, export,
-                                       nonnegative_int, plan_run, positive_float, positive_int, train_parser)
+                                       nonnegative_int, plan_run, positive_float, positive_int, runs_before,
+                                       train_parser)
 from course_lib.train import is_main_process
 
 __all__ = ["DATA", "load_clips", "fsdd_takes", "fsdd_speakers", "speed_perturb", "voices_clips",
@@ -371,7 +372,7 @@ def train_cli(argv: Sequence[str]) -> int:
     checkpoint.round_trip_(model, torch.float16)                   # the card describes the fp16 file we ship
     metrics = _report_all(model, sets)
     info = card(run, result, sources, metrics, init_from=args.init_from, init_from_parts=init_parts,
-                stored_dtype="float16",
+                runs_before=runs_before(args.init_from) if args.init_from else [], stored_dtype="float16",
                 training_clips=len(train.clips), heldout_speaker=heldout,
                 eval={"data": args.data, "heldout_speaker": heldout, "eval_size": args.eval_size,
                       "voices_eval_size": args.voices_eval_size if speech else 0, "rulers": RULERS,
