@@ -429,6 +429,9 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
     init_distributed()
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    length = int(crop_s * model.sample_rate) // model.hop_length * model.hop_length
+    if length < model.hop_length:
+        raise ValueError(f"crop_s={crop_s} is shorter than one codec frame ({model.hop_length} samples).")
     frozen = nn.ModuleList([model.encoder, *model.quantizer.layers]) if decoder_only else nn.ModuleList()
     frozen.requires_grad_(False)
     net = distribute(model)
@@ -446,9 +449,6 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
         max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
         progress=progress, settings=settings), schedulers={"lr": sched}, generators={"batches": generator})
     gen = rank_generator(generator)
-    length = int(crop_s * model.sample_rate) // model.hop_length * model.hop_length
-    if length < model.hop_length:
-        raise ValueError(f"crop_s={crop_s} is shorter than one codec frame ({model.hop_length} samples).")
     fakes: list[Tensor] = []
 
     def adversary(fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
@@ -480,8 +480,10 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
         print(f"step {step} t={rec['time_s']:.0f}s total={rec['total']:.3f} mel={rec['mel']:.2f} dB "
               f"stft={rec['stft']:.3f}", flush=True)
 
-    trainer.fit(step_fn, callback=None if progress else log, callback_every=50)
-    frozen.requires_grad_(True)
+    try:
+        trainer.fit(step_fn, callback=None if progress else log, callback_every=50)
+    finally:                                                        # also when a step raises
+        frozen.requires_grad_(True)
     return trainer.result(model.eval())
 
 

@@ -396,8 +396,10 @@ def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budge
         frozen.eval()                                               # no EMA updates, no code restarts
         return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
 
-    trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
-    frozen.requires_grad_(True)
+    try:
+        trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    finally:                                                        # also when a step raises
+        frozen.requires_grad_(True)
     return trainer.result(model.eval())
 
 

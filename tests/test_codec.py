@@ -288,6 +288,10 @@ def test_decoder_only_training_keeps_every_code_and_improves_the_decoder() -> No
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())   # EMA buffers too
     assert evaluate(model, clips).mel_distance < before - 0.5
     assert all(p.requires_grad for p in model.parameters())         # nothing stays frozen after fit
+    with pytest.raises(AudioError, match="NaN"):                      # ... nor after a run that fails
+        fit(model, [torch.full((1, 4000), float("nan"))], steps=2, batch_size=2, crop_s=0.2, progress=False,
+            decoder_only=True)
+    assert all(p.requires_grad for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

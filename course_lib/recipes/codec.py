@@ -33,7 +33,7 @@ from torch import Tensor
 
 from course_lib import baselines, checkpoint, data
 from course_lib.audio import AudioError, change_speed, resample
-from course_lib.codec import PRESETS, Codec, CodecConfig, fit, load_pretrained
+from course_lib.codec import AUGMENT_SPEED, PRESETS, Codec, CodecConfig, fit, load_pretrained
 from course_lib.data import voices
 from course_lib.metrics import multiscale_mel_distance, pesq_wb, si_sdr, stoi
 from course_lib.quantize import codebook_stats
@@ -302,8 +302,9 @@ def _train_parser():
     p.add_argument("--no-speed-perturb", dest="speed_perturb", action="store_const", const=[],
                    help="train on the recordings as they are")
     p.add_argument("--augment", action="store_true",
-                   help="each training crop also played a random 0.8-1.25x as fast and through a random EQ: new "
-                        "voices and microphones from the same recordings (codec.augment_voices)")
+                   help=f"each training crop also played a random {AUGMENT_SPEED[0]:g}-{AUGMENT_SPEED[1]:g}x as fast and "
+                        "through a random EQ: new voices and microphones from the same recordings "
+                        "(codec.augment_voices)")
     p.add_argument("--level", choices=("peak", "natural"), default="peak",
                    help="training loudness: peaks at 0.3..1 (peak) or the recording's level +-6 dB (natural)")
     p.add_argument("--dead-code-threshold", type=positive_float, default=None,
