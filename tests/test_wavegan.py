@@ -377,6 +377,13 @@ def test_spectral_critic_trains_beside_the_waveform_critic():
         torch.testing.assert_close(v, own[k], msg=k)
     with pytest.raises(SystemExit, match="same preset"):
         R.warm_start(model, plain, "plain")                                      # without new=: refused
+    # A checkpoint that already has the critic hands it over too (fine-tuning a SpecGAN-critic checkpoint).
+    again = W.WaveGAN(cfg)
+    R.warm_start(again, model, "model", new=("spectral_critic.",))
+    for k, v in again.state_dict().items():
+        torch.testing.assert_close(v, model.state_dict()[k], msg=k)
+    with pytest.raises(SystemExit, match="same preset"):                         # a critic of another width
+        R.warm_start(W.WaveGAN(replace(cfg, spectral_critic=3)), model, "model", new=("spectral_critic.",))
     with pytest.raises(ValueError, match="spectral_critic"):
         W.WaveGANConfig(spectral_critic=-1)
 
