@@ -93,8 +93,9 @@ def test_each_stage_card_has_held_out_bits_beside_baselines(trained):
     fine = checkpoint.read_card(f"{trained['audiolm']}-fine")
     test = fine["metrics"]["speaker_test"]
     assert set(test) == {"unseen", "seen"} and test["unseen"]["chance"] == 0.5
-    assert {"real_continuation", "real_continuation_through_codec", "with_acoustic_prompt",
-            "without_acoustic_prompt"} <= set(test["seen"])
+    assert {"real_continuation", "real_continuation_through_codec", "real_coarse_generated_fine",
+            "with_acoustic_prompt", "without_acoustic_prompt"} <= set(test["seen"])
+    assert all(0 <= test[g]["real_coarse_generated_fine"] <= 1 for g in test)
     heard = fine["metrics"]["intelligibility"]
     assert heard["clips"] == 10 and heard["chance"] == 0.1          # one held-out voice says the ten digits
     assert all(0 <= heard[k] <= 1 for k in ("real", "codec", "resynthesized"))

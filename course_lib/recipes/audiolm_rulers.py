@@ -249,7 +249,9 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     held-out sentences, against 100% uncoded: a ruler that fails on any codec cannot judge acoustic tokens);
     the prompts are the first half of the coarse window of "test" utterances, continued by the other half, with
     and without the acoustic prompt; the real rest of each utterance is the ceiling, and the same rest coded and
-    decoded by the model's codec is the ceiling its acoustic tokens allow.
+    decoded by the model's codec is the ceiling its acoustic tokens allow. ``real_coarse_generated_fine`` keeps the
+    rest's real coarse codes and lets stage 3 draw its fine codes (from its own generator, so the other figures
+    do not move): the speaker that stage 3 alone keeps, which tells a voice lost in stage 2 from one lost in 3.
     """
     names = _roster(which, n_speakers)
     r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
@@ -259,16 +261,19 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     p_len, new_len = half * hop, half * hop
     clips, ids = codec_recipe.voices_clips("test", names, prompts_per_speaker * len(names), SR, seed)
     truth = torch.tensor([ruler.speakers.index(i.rsplit(":", 1)[1]) for i in ids])
-    g = torch.Generator().manual_seed(seed)
+    g, g_fine = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    nc, p_frames = cfg.num_coarse, p_len // cfg.hop_length
     got: dict[str, list[Tensor]] = {"real_continuation": [], "real_continuation_through_codec": [],
+                                    "real_coarse_generated_fine": [],
                                     "with_acoustic_prompt": [], "without_acoustic_prompt": []}
     for c in clips:
         c = F.pad(c, (0, max(0, p_len + new_len - c.shape[-1])))
         prompt = c[None, :, :p_len]
         got["real_continuation"].append(c[:, p_len:p_len + new_len])
-        with torch.no_grad():
-            coded = model.codec.decode(model.codec.encode(c[None, :, :p_len + new_len]))
-        got["real_continuation_through_codec"].append(coded[0, :, p_len:p_len + new_len])
+        codes = model.codec.encode(c[None, :, :p_len + new_len])
+        got["real_continuation_through_codec"].append(model.codec.decode(codes)[0, :, p_len:p_len + new_len])
+        fine = model.fine.sample(codes[:, :nc], codes[:, nc:, :p_frames], generator=g_fine)
+        got["real_coarse_generated_fine"].append(model.decode(codes[:, :nc], fine)[0, :, p_len:p_len + new_len])
         for key, acoustic in (("with_acoustic_prompt", True), ("without_acoustic_prompt", False)):
             wav = model.continue_(prompt, (p_len + new_len) / SR, g, acoustic_prompt=acoustic)
             got[key].append(wav[0, :, p_len:])
