@@ -226,9 +226,10 @@ def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: t
         old, want = theirs[k], ours[k].shape
         if old.shape != want and old.shape[0] == want[0] and old.shape[1] <= want[1]:
             theirs[k] = torch.cat([old, old.new_zeros(want[0], want[1] - old.shape[1])], 1)
-    shapes = lambda d, added: {k: v.shape for k, v in d.items() if added or not k.startswith(new)}  # noqa: E731
-    has_new = any(k.startswith(new) for k in theirs) if new else False   # start already has the added parts
-    if shapes(ours, has_new) != shapes(theirs, has_new):
+    has_new = any(k.startswith(new) for k in theirs)                # start already has the added parts
+    skip = () if has_new else new                                   # ("".startswith(()) is False: compare all)
+    if ({k: v.shape for k, v in ours.items() if not k.startswith(skip)}
+            != {k: v.shape for k, v in theirs.items() if not k.startswith(skip)}):
         raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
                          f"preset or drop --init-from.")
     model.load_state_dict(theirs, strict=has_new or not any(k.startswith(new) for k in ours))
