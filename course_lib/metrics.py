@@ -26,8 +26,6 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 import torch
-from pesq import NoUtterancesError, PesqError
-from pesq import pesq as _pesq
 from torch import Tensor
 
 from course_lib.audio import SILENCE_THRESHOLD, AudioError
@@ -238,6 +236,18 @@ def _message(err: Exception) -> str:  # the pesq package's C errors carry bytes
     return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
 
 
+def _pesq_package():
+    """The ``pesq`` package, imported on first use: it compiles C code when installed, so everything else runs
+    without it."""
+    try:
+        import pesq
+    except ImportError as err:
+        raise ImportError(f"pesq_wb needs the package `pesq` (the ITU reference code of wideband PESQ), which is not "
+                          f"installed here ({err}). Install it with `pip install pesq` (it builds C code, so a C "
+                          f"compiler is needed), or leave PESQ out: every other measure works without it.") from err
+    return pesq
+
+
 def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int) -> Tensor:
     """Wideband PESQ (ITU-T P.862.2) of each clip: predicted listening quality as a MOS.
 
@@ -259,7 +269,9 @@ def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int) -> Tensor:
     Raises:
         AudioError: a rate other than 16 kHz; clips shorter than 0.25 s (4000 samples); different
             shapes; empty or NaN input; a silent ``ref`` or ``est``; no utterance found in ``ref``.
+        ImportError: the ``pesq`` package is not installed (the message says how to install it).
     """
+    pesq = _pesq_package()
     if sample_rate != 16000:
         raise AudioError(f"pesq_wb (wideband PESQ, ITU-T P.862.2) is defined at 16 kHz only, got {sample_rate} Hz. "
                          f"Resample both signals first: course_lib.audio.resample(wav, {sample_rate}, 16000).")
@@ -271,12 +283,12 @@ def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int) -> Tensor:
                              f"cannot align silence to speech. A silent output is a failure of the system under test: "
                              f"count it as one rather than as a score.")
         try:
-            scores.append(_pesq(16000, r[b], e[b], "wb"))
-        except NoUtterancesError as err:
+            scores.append(pesq.pesq(16000, r[b], e[b], "wb"))
+        except pesq.NoUtterancesError as err:
             raise AudioError(f"pesq_wb: PESQ found no utterance (speech) in ref of clip {b} ({_message(err)}). ref "
                              f"must hold speech, not near-silence or noise, and not be far quieter than est (the pesq "
                              f"package scales both by their joint peak): check the clip, or leave it out.") from err
-        except (PesqError, ValueError) as err:
+        except (pesq.PesqError, ValueError) as err:
             raise AudioError(f"pesq_wb: the PESQ code failed on clip {b} ({type(err).__name__}: {_message(err)}). "
                              f"Check that ref is speech and est a processed version of it, at 16 kHz.") from err
     return torch.tensor(scores, dtype=torch.float32, device=est.device)  # float32: a half dtype would round 4.64

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pesq
@@ -288,13 +289,21 @@ def test_silent_estimate_pesq_refuses_and_stoi_scores_zero():
 def test_pesq_c_errors_are_re_raised_clearly(monkeypatch, error):
     def failing(*args, **kwargs):
         raise error
-    monkeypatch.setattr(metrics, "_pesq", failing)
+    monkeypatch.setattr(pesq, "pesq", failing)
     x = _speechlike(1, seconds=1.0)
     with pytest.raises(AudioError, match="clip 0") as info:
         pesq_wb(x, x, SR)
     assert "b'" not in str(info.value) and info.value.__cause__ is error
     if isinstance(error, pesq.NoUtterancesError):
         assert "no utterance" in str(info.value) and "leave it out" in str(info.value)
+
+
+def test_missing_pesq_package_names_the_install_and_leaves_the_rest(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pesq", None)   # as if not installed: import raises ImportError
+    x = _speechlike(1, seconds=1.0)
+    with pytest.raises(ImportError, match=r"pesq_wb needs the package `pesq`.*pip install pesq.*every other measure"):
+        pesq_wb(x, x, SR)
+    assert float(stoi(x, x, SR)) > 0.99
 
 
 # ----------------------------------------------------------------------------- distributions
