@@ -96,6 +96,9 @@ PROFILES: dict[str, Profile] = {
 def profile(name: str | None = None) -> Profile:
     """The active profile: ``name``, else ``$COURSE_PROFILE``, else ``gpu`` with CUDA, else ``cpu``.
 
+    ``$COURSE_TIME_BUDGET_S``, when set, replaces the profile's ``time_budget_s`` (the wall-time cap of one
+    live training cell) and keeps everything else: data, model sizes, device.
+
     Raises:
         ValueError: for an unknown profile name (the message lists the valid ones).
     """
@@ -110,7 +113,25 @@ def profile(name: str | None = None) -> Profile:
     if prof.device == "cuda" and not torch.cuda.is_available():
         # The gpu profile asked for on a machine without CUDA: keep the sizes, run on CPU.
         prof = replace(prof, device="cpu", mixed_precision=False)
+    budget = os.environ.get("COURSE_TIME_BUDGET_S", "").strip()
+    if budget:
+        # A shorter (or longer) live training cell with everything else of the profile: a lecture, a quick check.
+        prof = replace(prof, time_budget_s=_seconds(budget, "COURSE_TIME_BUDGET_S"))
     return prof
+
+
+def _seconds(text: str, variable: str) -> float:
+    """A positive, finite number of seconds read from an environment variable."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ValueError(
+            f"{variable} must be a positive number of seconds, got {text!r}. "
+            f"Fix: e.g. `export {variable}=60`, or unset it to keep the profile's own budget."
+        )
+    return value
 
 
 def show_setup() -> str:

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,23 @@ def test_unknown_profile_names_the_valid_ones(monkeypatch):
     monkeypatch.setenv("COURSE_PROFILE", "laptop")
     with pytest.raises(ValueError, match=r"'laptop'.*\['cpu', 'gpu', 'smoke'\].*COURSE_PROFILE"):
         profile()
+
+
+def test_time_budget_override_keeps_the_rest_of_the_profile(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "cpu")
+    monkeypatch.setenv("COURSE_TIME_BUDGET_S", " 45 ")
+    prof = profile()
+    assert prof.time_budget_s == 45.0
+    assert prof == replace(PROFILES["cpu"], time_budget_s=45.0)
+    monkeypatch.setenv("COURSE_TIME_BUDGET_S", "")
+    assert profile() == PROFILES["cpu"]
+
+
+@pytest.mark.parametrize("bad", ["soon", "0", "-5", "inf", "nan"])
+def test_time_budget_override_rejects_non_positive_or_non_numbers(bad, monkeypatch):
+    monkeypatch.setenv("COURSE_TIME_BUDGET_S", bad)
+    with pytest.raises(ValueError, match=rf"COURSE_TIME_BUDGET_S must be a positive number of seconds, got '{bad}'.*unset it"):
+        profile("smoke")
 
 
 def test_seed_everything_makes_runs_repeat():
