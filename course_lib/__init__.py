@@ -100,7 +100,8 @@ def profile(name: str | None = None) -> Profile:
     live training cell) and keeps everything else: data, model sizes, device.
 
     Raises:
-        ValueError: for an unknown profile name (the message lists the valid ones).
+        ValueError: for an unknown profile name (the message lists the valid ones), or a
+            ``COURSE_TIME_BUDGET_S`` that is not a positive number of seconds.
     """
     chosen = name or os.environ.get("COURSE_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
     chosen = chosen.strip().lower()
@@ -115,7 +116,7 @@ def profile(name: str | None = None) -> Profile:
         prof = replace(prof, device="cpu", mixed_precision=False)
     budget = os.environ.get("COURSE_TIME_BUDGET_S", "").strip()
     if budget:
-        # A shorter (or longer) live training cell with everything else of the profile: a lecture, a quick check.
+        # Another wall-time cap for live training cells, everything else of the profile kept (max_steps too).
         prof = replace(prof, time_budget_s=_seconds(budget, "COURSE_TIME_BUDGET_S"))
     return prof
 
@@ -139,7 +140,7 @@ def show_setup() -> str:
     prof = profile()
     found = {k: v for k, v in sources_found().items() if v}
     line = (f"course_lib {__version__} | torch {torch.__version__} | device {get_device()} | "
-            f"profile {prof.name} ({prof.model_scale} models, {prof.time_budget_s:.0f} s per training cell) | "
+            f"profile {prof.name} ({prof.model_scale} models, {prof.time_budget_s:g} s per training cell) | "
             f"data: {', '.join(f'{k}={v}' for k, v in found.items())}")
     print(line)
     return line
