@@ -126,7 +126,8 @@ def _scores(card: dict) -> tuple[str, str]:
             f"{r['codec']['q1']['pesq_wb']:.2f}, unquantized {r['autoencoder']['pesq_wb']:.2f}, Opus 6 kbit/s "
             f"{r['opus']['6kbps']['pesq_wb']:.2f}), mel distance {r['codec'][q]['mel_distance']:.2f} dB (Opus "
             f"{r['opus']['6kbps']['mel_distance']:.2f})" for name, r in sets)
-        return (f"SoundStream-style codec with a Vocos decoder, {full['bitrate'] / 1000:g} kbit/s at "
+        role = "AudioLM's acoustic tokenizer (an earlier codec-speech): " if card.get("audiolm_note") else ""
+        return (f"{role}SoundStream-style codec with a Vocos decoder, {full['bitrate'] / 1000:g} kbit/s at "
                 f"{full['num_quantizers']} quantizers, trained on {sources}", scores)
     if arch == "Codec":
         q = max(m["codec"], key=lambda k: int(k[1:]))
