@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from course_lib import checkpoint, gan_eval
 from course_lib import wavegan as W
@@ -293,6 +294,28 @@ def test_decay_db_known_values():
     assert float(gan_eval.decay_db(noise_floor)) > float(gan_eval.decay_db(hit)) + 30   # a hiss stops the decay
     with pytest.raises(ValueError, match=r"\(N, 1, T\)"):
         gan_eval.decay_db(torch.zeros(4000))
+
+
+def test_max_correlation_finds_copies_at_any_lag_and_under_noise():
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(2048) / 16_000
+    bank = torch.randn(5, 1, 2048, generator=g) * torch.exp(-t / 0.03)             # five decaying noise hits
+    late = torch.roll(bank[2:3], 48, -1)                                           # 3 ms late
+    later = F.pad(bank[4:5, :, :-100], (100, 0))                                   # 100 samples late, tail cut
+    noisy = bank[1:2] + 10 ** (-30 / 20) * bank[1:2].pow(2).mean().sqrt() * torch.randn(1, 1, 2048, generator=g)
+    new = torch.randn(3, 1, 2048, generator=g) * torch.exp(-t / 0.03)
+    corr = gan_eval.max_correlation(torch.cat([bank[:1], late, later, noisy, new]), bank, chunk=2)
+    assert corr[0] == pytest.approx(1.0, abs=1e-5)                                 # itself
+    assert corr[1] > 0.999 and corr[2] > 0.999 and corr[3] > 0.999                 # shifted, cut, faint noise
+    assert float(corr[4:].max()) < 0.5                                             # unrelated hits
+    assert gan_eval.copy_share(torch.cat([late, new]), bank) == pytest.approx(0.25)
+    # the FFT's lags equal a direct loop over lags
+    x, b = new[0, 0], bank[3, 0]
+    direct = max(float(torch.dot(x[max(0, -k):2048 - max(0, k)], b[max(0, k):2048 - max(0, -k)]))
+                 for k in range(-2047, 2048)) / float(x.norm() * b.norm())
+    assert float(gan_eval.max_correlation(new[:1], bank[3:4])) == pytest.approx(direct, abs=1e-5)
+    with pytest.raises(ValueError, match="non-empty"):
+        gan_eval.max_correlation(torch.zeros(0, 1, 10), bank)
 
 
 def test_mu_law_training_domain():

@@ -136,7 +136,8 @@ def evaluate_wavegan(model: WaveGAN, rulers: dict[str, gan_eval.AudioClassifier]
 
     The first ruler's metrics are the card's; every further ruler's sit under ``second_opinion``.
     ``decay_p10_db`` is the 10th percentile of :func:`gan_eval.decay_db` over the clips (real
-    drums that fall silent reach the 16-bit floor; a noise floor stops far above it).
+    drums that fall silent reach the 16-bit floor; a noise floor stops far above it); ``copies`` the share of
+    generated (and real test) clips that :func:`gan_eval.copy_share` finds among the training clips.
     Deterministic for a given checkpoint, rulers, ``n`` and ``seed``.
     """
     c = model.config
@@ -156,6 +157,9 @@ def evaluate_wavegan(model: WaveGAN, rulers: dict[str, gan_eval.AudioClassifier]
     out.update({"decay_p10_db": {"real": round(float(gan_eval.decay_db(test.audio).quantile(0.1)), 1),
                                  "generated": round(float(gan_eval.decay_db(generated).quantile(0.1)), 1)},
                 "decay_p10_db_by_class": _decay_by_class(rulers[first], generated, test),
+                "copies": {"threshold": gan_eval.COPY_THRESHOLD,          # share correlating with a training clip
+                           "generated": round(gan_eval.copy_share(generated, train_clips), 4),
+                           "test": round(gan_eval.copy_share(test.audio, train_clips), 4)},
                 "eval_clips": n, "test_clips": len(test.audio), "ruler": first})
     if scored:
         out["second_opinion"] = scored
