@@ -309,6 +309,8 @@ def test_max_correlation_finds_copies_at_any_lag_and_under_noise():
     assert corr[1] > 0.999 and corr[2] > 0.999 and corr[3] > 0.999                 # shifted, cut, faint noise
     assert float(corr[4:].max()) < 0.5                                             # unrelated hits
     assert gan_eval.copy_share(torch.cat([late, new]), bank) == pytest.approx(0.25)
+    # both directions of lag: the late copy as the bank, the original as the clip
+    assert float(gan_eval.max_correlation(bank[4:5], later)) > 0.999
     # the FFT's lags equal a direct loop over lags
     x, b = new[0, 0], bank[3, 0]
     direct = max(float(torch.dot(x[max(0, -k):2048 - max(0, k)], b[max(0, k):2048 - max(0, -k)]))
