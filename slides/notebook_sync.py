@@ -113,6 +113,15 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _second_draw(again: dict | None) -> str:
+    """A card's evaluation repeated with another seed (other songs, rulers and samples), when it has one."""
+    if not again:
+        return ""
+    gen = again["generated"]
+    return (f"; the whole evaluation again with another seed: style {_pct(gen['style_accuracy'])}, key "
+            f"{_pct(gen['key_accuracy'])}, median tempo error {_pct(gen['median_relative_tempo_error'])}")
+
+
 def _scores(card: dict) -> tuple[str, str]:
     """(what the model is, what it scores) for one card, in a student's words; every number from the card."""
     m, arch = card.get("metrics", {}), card.get("architecture", "?")
@@ -170,7 +179,8 @@ def _scores(card: dict) -> tuple[str, str]:
                  f"{_pct(gen['median_relative_tempo_error_style_only'])}"
                  if "median_relative_tempo_error_style_only" in gen else "") + _jukebox_reference(m) +
                 (f"; the style ruler trained on songs as recorded only (not through Opus): generated "
-                 f"{_pct(gen['style_accuracy_uncoded_ruler'])}" if "style_accuracy_uncoded_ruler" in gen else ""))
+                 f"{_pct(gen['style_accuracy_uncoded_ruler'])}" if "style_accuracy_uncoded_ruler" in gen else "") +
+                _second_draw(card.get("second_seed")))
     if arch == "MelVAE":
         return ("AudioLDM's 2-D KL-VAE of mel spectrograms (8 latent channels, 4x smaller in time and frequency)",
                 f"through Griffin-Lim, mel distance {m['vae->griffin_lim']['mel_distance_db']:.2f} dB from the VAE vs "
