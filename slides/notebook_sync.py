@@ -215,13 +215,13 @@ def _scores(card: dict) -> tuple[str, str]:
             t, h = m["speaker_test"]["unseen"], m["intelligibility"]
             codec = t.get("real_continuation_through_codec")
             ceiling = "" if codec is None else f", the real rest through the codec {_pct(codec)}"
-            seen = m["speaker_test"].get("seen")
-            seen = "" if seen is None else (f"; seen voices {_pct(seen['with_acoustic_prompt'])} / "
-                                            f"{_pct(seen['without_acoustic_prompt'])}")
+            s = m["speaker_test"].get("seen")
+            seen = "" if s is None else f"; seen voices {_pct(s['with_acoustic_prompt'])} / " \
+                                        f"{_pct(s['without_acoustic_prompt'])}"
             scores += (f"; the pipeline's speaker test on unseen voices: {_pct(t['with_acoustic_prompt'])} with the "
                        f"acoustic prompt, {_pct(t['without_acoustic_prompt'])} without (chance {_pct(t['chance'])}"
-                       f"{ceiling}{seen}, {t['prompts']} prompts each); digits resynthesised in another voice recognised {_pct(h['resynthesized'])} "
-                       f"(codec {_pct(h['codec'])}, chance {_pct(h['chance'])})")
+                       f"{ceiling}{seen}, {t['prompts']} prompts each); digits resynthesised in another voice "
+                       f"recognised {_pct(h['resynthesized'])} (codec {_pct(h['codec'])}, chance {_pct(h['chance'])})")
         return f"AudioLM's {stage} stage (a decoder-only transformer)", scores
     return arch, ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)))   # a family added later
 
