@@ -250,7 +250,8 @@ class TokenLM(nn.Module):
     @torch.no_grad()
     def sample(self, prompt: Tensor, steps: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, generator: torch.Generator | None = None, prefix: Tensor | None = None,
-               cond: Tensor | None = None, window_stride: int | None = None) -> Tensor:
+               cond: Tensor | None = None, window_stride: int | None = None, guidance: float = 1.0,
+               uncond_prefix: Tensor | None = None, uncond_cond: Tensor | None = None) -> Tensor:
         """Continue ``prompt`` by ``steps`` tokens, one at a time, with the KV cache.
 
         Args:
@@ -265,6 +266,10 @@ class TokenLM(nn.Module):
             window_stride: when M + P + steps exceeds block_size, sample in windows (Jukebox): keep the
                 prefix and the last ``block_size - M - window_stride`` tokens, recompute the cache, and
                 generate ``window_stride`` more tokens before the next shift.
+            guidance: classifier-free guidance (Ho & Salimans 2022) for a model trained with its condition
+                sometimes hidden: every step draws from ``u + guidance * (c - u)``, c the logits under ``prefix``
+                and ``cond``, u those of the same tokens under ``uncond_prefix`` and ``uncond_cond`` (the hidden
+                condition); 1 turns it off (MusicGen, Copet et al. 2023, samples its token LM at 3).
 
         Returns:
             (B, P + steps) the prompt followed by the generated tokens.
@@ -292,6 +297,18 @@ class TokenLM(nn.Module):
                 raise ValueError(f"window_stride must be in [1, {cfg.block_size - M - (0 if M else 1)}] for "
                                  f"block_size={cfg.block_size} and a prefix of {M}, got {window_stride}")
 
+        guided = guidance != 1.0
+        if guided:  # one batch of 2B rows: the conditioned ones, then the same tokens under the hidden condition
+            if uncond_prefix is None and uncond_cond is None:
+                raise ValueError(f"guidance={guidance} needs the hidden condition: pass uncond_prefix and/or "
+                                 f"uncond_cond (as prefix and cond, with the condition set to 'unknown')")
+            for name, x, ux in (("prefix", prefix, uncond_prefix), ("cond", cond, uncond_cond)):
+                if ux is not None and (x is None or ux.shape != x.shape):
+                    raise ValueError(f"uncond_{name} must have the shape of {name} "
+                                     f"({None if x is None else tuple(x.shape)}), got {tuple(ux.shape)}")
+            prefix = None if prefix is None else torch.cat([prefix, prefix if uncond_prefix is None else uncond_prefix])
+            cond = None if cond is None else torch.cat([cond, cond if uncond_cond is None else uncond_cond])
+            prompt = prompt.repeat(2, 1)
         was_training = self.training
         self.eval()  # no dropout while sampling; the previous mode comes back at the end
         tokens, cache = prompt.long(), None
@@ -307,11 +324,15 @@ class TokenLM(nn.Module):
                     c = None if cond is None else cond[:, t:t + 1]
                     out = self(tokens[:, -1:], cond=c, cache=cache)
                 cache = out.cache
-                nxt = _next_token(out.logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
-                tokens = torch.cat([tokens, nxt], dim=1)
+                logits = out.logits[:, -1]
+                if guided:
+                    c, u = logits.chunk(2)
+                    logits = u + guidance * (c - u)
+                nxt = _next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                tokens = torch.cat([tokens, nxt.repeat(2, 1) if guided else nxt], dim=1)
         finally:
             self.train(was_training)
-        return tokens
+        return tokens[:B]
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:

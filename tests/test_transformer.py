@@ -182,6 +182,39 @@ def test_windowed_sampling_matches_uncached_reference(with_prefix: bool) -> None
     torch.testing.assert_close(got, tokens)
 
 
+@pytest.mark.parametrize("w", [0.0, 2.5])
+def test_guided_sampling_matches_uncached_reference(w: float) -> None:
+    """Classifier-free guidance: greedy tokens of u + w (c - u), c and u recomputed without a cache;
+    w = 0 samples the hidden condition alone."""
+    model = _model(prefix=True, cond=True)
+    x, prefix, cond = _data(N=10)
+    hidden_prefix, hidden_cond = torch.full_like(prefix, PV - 1), torch.zeros_like(cond)
+    got = model.sample(x[:, :0], 10, temperature=0, prefix=prefix, cond=cond, guidance=w,
+                       uncond_prefix=hidden_prefix, uncond_cond=hidden_cond)
+    tokens = x[:, :0]
+    for t in range(10):
+        c, u = (model(tokens, prefix=p, cond=k[:, :t + 1]).logits[:, -1]
+                for p, k in ((prefix, cond), (hidden_prefix, hidden_cond)))
+        tokens = torch.cat([tokens, (u + w * (c - u)).argmax(-1, keepdim=True)], dim=1)
+    torch.testing.assert_close(got, tokens)
+    if w == 0:
+        assert torch.equal(model.sample(x[:, :0], 10, temperature=0, prefix=hidden_prefix, cond=hidden_cond), got)
+
+
+def test_guidance_one_is_plain_sampling_and_bad_guidance_names_the_fix() -> None:
+    model = _model(prefix=True, cond=True)
+    x, prefix, cond = _data(N=10)
+    kw = dict(prefix=prefix, cond=cond, temperature=1.0)
+    plain = model.sample(x[:, :0], 10, generator=torch.Generator().manual_seed(4), **kw)
+    same = model.sample(x[:, :0], 10, generator=torch.Generator().manual_seed(4), guidance=1.0,
+                        uncond_prefix=torch.zeros_like(prefix), **kw)
+    assert torch.equal(plain, same)
+    with pytest.raises(ValueError, match="uncond_prefix and/or uncond_cond"):
+        model.sample(x[:, :0], 3, guidance=3.0, **kw)
+    with pytest.raises(ValueError, match="uncond_prefix must have the shape of prefix"):
+        model.sample(x[:, :0], 3, guidance=3.0, uncond_prefix=prefix[:, :1], **kw)
+
+
 @pytest.mark.parametrize("with_prefix", [False, True])
 def test_overfit_repeating_patterns(with_prefix: bool) -> None:
     """The model learns two repeating patterns; greedy sampling reproduces them.
