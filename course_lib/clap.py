@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from course_lib import checkpoint, spectral
 from course_lib.audio import check_audio
-from course_lib.train import TrainConfig, Trainer, TrainResult
+from course_lib.train import TrainConfig, Trainer, TrainResult, warmup_cosine
 
 __all__ = [
     "ClapConfig", "PRESETS", "Clap", "tokenize", "contrastive_loss", "ContrastiveLoss",
@@ -467,9 +467,7 @@ def fit(model: Clap, data: ClapData, *, steps: int, time_budget_s: float | None 
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     base_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, steps, warmup=max(1, steps // 20))
     trainer = Trainer({"clap": model}, {"adamw": opt},
                       TrainConfig(max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir,
                                   progress=progress, settings=settings), {"cosine": sched})

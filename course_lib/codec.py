@@ -48,7 +48,7 @@ from course_lib.nn import (ConvNeXtBlock, ISTFTDecoder, MultiScaleSTFTDiscrimina
 from course_lib.quantize import ResidualVectorQuantizer, bits_per_second, codebook_stats
 from course_lib.spectral import MultiResolutionSTFTLoss, complex_stft_loss, mel_spectrogram
 from course_lib.train import (TrainConfig, Trainer, TrainResult, autocast, distribute, init_distributed, optimizer_step,
-                              rank_generator, unwrap)
+                              rank_generator, unwrap, warmup_cosine)
 
 __all__ = ["CodecConfig", "Codec", "CodecOutput", "CodecLosses", "codec_loss", "mel_loss", "complex_stft_loss",
            "load_pretrained", "PRESETS", "ConvNeXtBlock", "ISTFTDecoder", "random_batch", "augment_voices", "fit",
@@ -437,8 +437,7 @@ def fit(model: Codec, clips: list[Tensor], *, steps: int, time_budget_s: float |
     net = distribute(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.8, 0.99),
                             weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, steps, floor=0.1)
     modules, optimizers = {"codec": model}, {"opt": opt}
     disc = None
     if adversarial:

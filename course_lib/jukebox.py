@@ -40,8 +40,8 @@ from course_lib import checkpoint
 from course_lib.audio import check_audio
 from course_lib.nn import PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
 from course_lib.quantize import VectorQuantizer
-from course_lib.spectral import stft
-from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
+from course_lib.spectral import log_magnitude_loss, spectral_loss   # Jukebox's loss and its log partner
+from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step, warmup_cosine
 from course_lib.transformer import TokenLM, TransformerConfig
 
 __all__ = ["VQVAEConfig", "HierarchicalVQVAE", "VQVAELosses", "spectral_loss", "waveform_loss", "PriorConfig", "Conditioner",
@@ -98,38 +98,6 @@ def _decoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
         layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in reversed(range(cfg.depth))]
         layers += [PaddedConvTranspose1d(c, c, 2)]
     return nn.Sequential(*layers, PaddedConv1d(c, 1, 3))
-
-
-def spectral_loss(est: Tensor, ref: Tensor, resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240))) -> Tensor:
-    """Jukebox's ``multispectral_loss``: mean over STFT resolutions of ``|| |S(x)| - |S(x_hat)| ||_2``.
-
-    The paper divides by the loudness of the target; here each clip's norm is divided by that of its
-    reference spectrum, so the term is O(1) for any level. The waveform L2 loss alone favours
-    muffled reconstructions; this term keeps the high frequencies.
-    """
-    total = est.new_zeros(())
-    for n_fft, hop, win in resolutions:
-        s_ref = stft(ref, n_fft, hop, win).abs().flatten(1)                             # (B, F * L)
-        diff = stft(est, n_fft, hop, win).abs().flatten(1) - s_ref
-        total = total + (diff.norm(dim=1) / s_ref.norm(dim=1).clamp_min(1e-5)).mean()
-    return total / len(resolutions)
-
-
-def log_magnitude_loss(est: Tensor, ref: Tensor,
-                       resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240)), floor: float = 1e-5) -> Tensor:
-    """Mean ``| log |S(x)| - log |S(x_hat)| |`` over the resolutions of :func:`spectral_loss`.
-
-    Not in the paper: the second half of Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et
-    al. 2020), whose first half is :func:`spectral_loss`. The relative L2 of linear magnitudes is set
-    by the loud bins, so a course-sized VQ-VAE learns to leave a broadband hiss in the quiet ones
-    (between notes, above the harmonics); on a log scale that hiss costs as much as a wrong note.
-    ``floor`` (-100 dB of full scale) keeps digital silence from dominating.
-    """
-    total = est.new_zeros(())
-    for n_fft, hop, win in resolutions:
-        s_ref = stft(ref, n_fft, hop, win).abs().clamp_min(floor).log()
-        total = total + (stft(est, n_fft, hop, win).abs().clamp_min(floor).log() - s_ref).abs().mean()
-    return total / len(resolutions)
 
 
 def waveform_loss(est: Tensor, ref: Tensor) -> Tensor:
@@ -231,6 +199,7 @@ class PriorConfig:
     key_upsamplers: bool = False             # the upsamplers' prefix holds the key beside the style
     key_clock: bool = False                  # the top prior also hears the key at every position (timing)
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
+    guidance: float = 1.0                    # top prior sampled with classifier-free guidance on key and tempo (1: off)
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
@@ -334,13 +303,10 @@ class JukeboxPriors(nn.Module):
         pos = torch.arange(start, start + n, dtype=torch.float32)
         bucket = (pos / max(total, 1) * self.config.fraction_buckets).long().clamp(0, self.config.fraction_buckets - 1)
         out = F.one_hot(bucket, self.config.fraction_buckets).float()
-        if self.config.beat_clock:
-            if tempo_bpm is None:
-                clock = torch.zeros(n, 4)
-            else:
-                phase = 2 * math.pi * pos / tokens_per_second * tempo_bpm / 60          # beats elapsed x 2 pi
-                clock = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos()], -1)
-            out = torch.cat([out, clock], -1)
+        if self.config.beat_clock:                                  # zeros when the tempo is unknown
+            phase = 2 * math.pi * pos / tokens_per_second * (tempo_bpm or 0) / 60     # beats elapsed x 2 pi
+            clock = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos()], -1)
+            out = torch.cat([out, clock * float(tempo_bpm is not None)], -1)
         if self.config.key_clock:                                   # one-hot of the key; unknown (id 24): zeros
             tonic = F.one_hot(torch.full((n,), key_id(key)), len(KEYS) + 1)[:, :len(KEYS)].float()
             out = torch.cat([out, tonic], -1)
@@ -475,9 +441,7 @@ def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budge
     frozen.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in priors.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
                             weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    sched = warmup_cosine(opt, steps, warmup=max(1, steps // 20), floor=0.1)
     trainer = Trainer({"priors": priors}, {"adamw": opt}, TrainConfig(
         max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
         progress=progress, settings=settings), {"lr": sched}, generators={"batches": generator})
@@ -528,11 +492,14 @@ class Jukebox(nn.Module):
     @torch.no_grad()
     def sample_top(self, n: int, style: str, key: str | None, tempo_bpm: float | None, seconds: float,
                    prompt: Tensor | None = None, generator: torch.Generator | None = None,
-                   temperature: float = 1.0, song_seconds: float | None = None) -> Tensor:
+                   temperature: float = 1.0, song_seconds: float | None = None,
+                   guidance: float | None = None) -> Tensor:
         """Top codes (n, seconds * 125), continuing ``prompt`` (n, P) when given; windowed past the context.
         ``song_seconds`` (at least ``seconds``) is the length of the song the prior is told it writes (length token
         and timing); by default the training songs' length (``PriorConfig.song_seconds``) or ``seconds`` if longer:
-        a prior trained on 6 s songs writes one and the first seconds are kept."""
+        a prior trained on 6 s songs writes one and the first seconds are kept. ``guidance`` (default the config's):
+        classifier-free guidance towards the key and tempo asked, against the prior with both hidden as training
+        hid them (:func:`prior_losses`); 1 is plain sampling."""
         if song_seconds is None:
             song_seconds = max(seconds, self.priors.config.song_seconds)
         if song_seconds < seconds:
@@ -546,8 +513,13 @@ class Jukebox(nn.Module):
         cfg = self.priors.config
         prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
         cond = self.priors.timing(0, keep, total, tempo_bpm, rate, key).expand(n, -1, -1)
+        guidance = cfg.guidance if guidance is None else guidance
+        hidden = {} if guidance == 1 else {        # the same song with key and tempo 'unknown'
+            "uncond_prefix": self.priors.prefix(style, None, None, song_seconds).expand(n, -1),
+            "uncond_cond": self.priors.timing(0, keep, total, None, rate, None).expand(n, -1, -1)}
         return self.priors.top.sample(prompt, keep - prompt.shape[1], temperature=temperature, generator=generator,
-                                      prefix=prefix, cond=cond, window_stride=cfg.top_context // 2)
+                                      prefix=prefix, cond=cond, window_stride=cfg.top_context // 2,
+                                      guidance=guidance, **hidden)
 
     @torch.no_grad()
     def upsample(self, level: int, upper: Tensor, style: str, prompt: Tensor | None = None,
@@ -566,14 +538,17 @@ class Jukebox(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, style: str, key: str | None = None, tempo_bpm: float | None = None,
                  seconds: float = 4.0, generator: torch.Generator | None = None, temperature: float = 1.0,
-                 prompt_codes: list[Tensor] | None = None, song_seconds: float | None = None) -> Tensor:
+                 prompt_codes: list[Tensor] | None = None, song_seconds: float | None = None,
+                 guidance: float | None = None) -> Tensor:
         """``n`` new songs (n, 1, seconds * sample_rate) of ``style`` (see :attr:`styles`), ancestral sampling;
-        ``song_seconds``: keep the first ``seconds`` of songs of that length (see :meth:`sample_top`)."""
+        ``song_seconds``: keep the first ``seconds`` of songs of that length, ``guidance``: the top prior's
+        classifier-free guidance (see :meth:`sample_top`)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}.")
         self.priors.style_id(style)
         prompts = prompt_codes or [None, None, None]
-        top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature, song_seconds)
+        top = self.sample_top(n, style, key, tempo_bpm, seconds, prompts[2], generator, temperature, song_seconds,
+                              guidance)
         middle = self.upsample(1, top, style, prompts[1], generator, temperature, key)
         bottom = self.upsample(0, middle, style, prompts[0], generator, temperature, key)
         return self.decode(bottom, 0)

@@ -1,4 +1,4 @@
-"""Spectral views of audio: STFT, mel spectrograms, Griffin-Lim and the multi-resolution STFT loss.
+"""Spectral views of audio: STFT, mel spectrograms, Griffin-Lim and multi-resolution STFT losses.
 
 The transforms are torchaudio's (``torchaudio.functional.spectrogram``, ``inverse_spectrogram``,
 ``melscale_fbanks``, ``amplitude_to_DB``); this module fixes the course's conventions once, so
@@ -32,7 +32,7 @@ from course_lib.audio import AudioError
 
 __all__ = ["stft", "istft", "magnitude_spectrogram", "mel_filterbank", "MelSpectrogram", "mel_spectrogram",
            "log_mel_spectrogram", "amplitude_to_db", "griffin_lim", "mel_to_audio", "spectral_convergence",
-           "MultiResolutionSTFTLoss", "complex_stft_loss"]
+           "MultiResolutionSTFTLoss", "complex_stft_loss", "spectral_loss", "log_magnitude_loss"]
 
 
 def _window(win_length: int, like: Tensor) -> Tensor:
@@ -334,3 +334,36 @@ def complex_stft_loss(est: Tensor, ref: Tensor, n_ffts: tuple[int, ...] = (256, 
         complex_term = (s_e * (m_e / p_e.sqrt()) - s_r * (m_r / p_r.sqrt())).abs().square().mean()
         total = total + alpha * complex_term + (1 - alpha) * (m_e - m_r).square().mean()
     return total / len(n_ffts)
+
+
+def spectral_loss(est: Tensor, ref: Tensor, resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240))) -> Tensor:
+    """Jukebox's ``multispectral_loss`` (Dhariwal et al. 2020): mean over STFT resolutions of
+    ``|| |S(x)| - |S(x_hat)| ||_2``.
+
+    The paper divides by the loudness of the target; here each clip's norm is divided by that of its
+    reference spectrum, so the term is O(1) for any level. The waveform L2 loss alone favours
+    muffled reconstructions; this term keeps the high frequencies.
+    """
+    total = est.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        s_ref = stft(ref, n_fft, hop, win).abs().flatten(1)                             # (B, F * L)
+        diff = stft(est, n_fft, hop, win).abs().flatten(1) - s_ref
+        total = total + (diff.norm(dim=1) / s_ref.norm(dim=1).clamp_min(1e-5)).mean()
+    return total / len(resolutions)
+
+
+def log_magnitude_loss(est: Tensor, ref: Tensor,
+                       resolutions=((2048, 240, 1200), (1024, 120, 600), (512, 50, 240)), floor: float = 1e-5) -> Tensor:
+    """Mean ``| log |S(x)| - log |S(x_hat)| |`` over the resolutions of :func:`spectral_loss`.
+
+    Not in the paper: the second half of Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et
+    al. 2020), whose first half is :func:`spectral_loss`. The relative L2 of linear magnitudes is set
+    by the loud bins, so a course-sized VQ-VAE learns to leave a broadband hiss in the quiet ones
+    (between notes, above the harmonics); on a log scale that hiss costs as much as a wrong note.
+    ``floor`` (-100 dB of full scale) keeps digital silence from dominating.
+    """
+    total = est.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        s_ref = stft(ref, n_fft, hop, win).abs().clamp_min(floor).log()
+        total = total + (stft(est, n_fft, hop, win).abs().clamp_min(floor).log() - s_ref).abs().mean()
+    return total / len(resolutions)

@@ -130,6 +130,14 @@ def optimizer_step(losses: Any, optimizer: torch.optim.Optimizer, max_norm: floa
     return type(losses)(*(x.detach() if torch.is_tensor(x) else x for x in losses))
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0,
+                  floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then a cosine from the base rate down to ``floor`` times it at
+    ``steps`` (nanoGPT's schedule), held there afterwards."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * (
+        floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+
+
 def moving_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     """An exponential moving average of ``model``'s weights and buffers (LDM's ``LitEma``); call
     ``.update_parameters(model)`` after each step. ``avg <- d avg + (1 - d) w`` with

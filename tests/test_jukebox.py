@@ -188,6 +188,28 @@ def test_sampling_is_deterministic_and_has_the_requested_length():
                        first)
 
 
+def test_guidance_acts_through_the_key_and_tempo_only(monkeypatch):
+    """Classifier-free guidance contrasts the request with key and tempo hidden: without them nothing changes."""
+    torch.manual_seed(0)
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
+
+    def top(key, tempo, **kw):
+        return model.sample_top(3, "a", key, tempo, 0.5, generator=torch.Generator().manual_seed(0), **kw)
+
+    assert torch.equal(top(None, None, guidance=4.0), top(None, None))
+    seen = {}
+    monkeypatch.setattr(model.priors.top, "sample", lambda *a, **kw: (seen.clear(), seen.update(kw)))
+    model.priors.config = replace(model.priors.config, guidance=4.0)     # the checkpoint's default
+    top("A minor", 120.0)
+    secs, n = model.priors.config.song_seconds or 0.5, round(0.5 * 125)
+    assert seen["guidance"] == 4.0 and torch.equal(seen["prefix"], model.priors.prefix("a", "A minor", 120.0, secs)
+                                                   .expand(3, -1))
+    assert torch.equal(seen["uncond_prefix"], model.priors.prefix("a", None, None, secs).expand(3, -1))
+    assert torch.equal(seen["uncond_cond"], model.priors.timing(0, n, n, None, 125.0, None).expand(3, -1, -1))
+    top("A minor", 120.0, guidance=1.0)
+    assert seen["guidance"] == 1.0 and "uncond_prefix" not in seen
+
+
 def test_continuation_keeps_the_prompt_codes():
     model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
     prompt = _tones(1, 0.25)

@@ -127,9 +127,10 @@ def style_classifier(audio: torch.Tensor, attributes: list[dict], styles: Sequen
 @torch.no_grad()
 def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: torch.Tensor, test_top: torch.Tensor,
                       per_style: int, seconds: float, seed: int = 0,
-                      uncoded_clf: gan_eval.AudioClassifier | None = None) -> dict:
+                      uncoded_clf: gan_eval.AudioClassifier | None = None, guidance: float | None = None) -> dict:
     """Style accuracy, tempo error and key accuracy of generated songs, and a nearest-neighbour check.
-    ``uncoded_clf``: a second opinion on the style, the ruler trained on songs as recorded only.
+    ``uncoded_clf``: a second opinion on the style, the ruler trained on songs as recorded only; ``guidance``:
+    the top prior's classifier-free guidance (None: the priors' own, ``PriorConfig.guidance``).
 
     Tempos are requested at the two ends of each style's range (half the songs each), never in its middle: a prior
     that knew only each style's usual tempo would then miss by half the range, reported beside the error as
@@ -144,7 +145,7 @@ def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: 
         for tempo, count in ((float(slow), (per_style + 1) // 2), (float(fast), per_style // 2)):
             if not count:
                 continue
-            wav = model.generate(count, style, key, tempo, seconds, generator=g)
+            wav = model.generate(count, style, key, tempo, seconds, generator=g, guidance=guidance)
             right += int((clf.predict(wav).logits.argmax(-1) == s).sum())
             if uncoded_clf is not None:
                 right_uncoded += int((uncoded_clf.predict(wav).logits.argmax(-1) == s).sum())
@@ -315,9 +316,13 @@ def eval_cli(argv: Sequence[str]) -> dict:
     p.add_argument("--per-style", type=nonnegative_int, default=None,
                    help="generated songs per style (default: the card's; 0: none)")
     p.add_argument("--seconds", type=positive_float, default=None, help="length of each generated song (the card's)")
+    p.add_argument("--guidance", type=positive_float, default=None,
+                   help="the top prior's classifier-free guidance on key and tempo (default: the checkpoint's)")
     args = p.parse_args(argv)
     info, ev, seed = eval_plan(args, f"{args.checkpoint}-priors")
     model = load_pretrained(args.checkpoint)
+    if args.guidance is not None:
+        model.priors.config = replace(model.priors.config, guidance=args.guidance)
     n_test = ev.get("eval_size", 64)
     seconds = ev.get("seconds", SECONDS)
     test_audio, test_attrs, ds = load_songs("test", n_test, seconds, seed)
