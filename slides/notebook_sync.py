@@ -170,7 +170,9 @@ def _scores(card: dict) -> tuple[str, str]:
                 " dB (bottom / middle / top); codebook usage " + " / ".join(_pct(m[k]["codebook_usage"]) for k in levels))
     if arch == "JukeboxPriors":
         levels, gen = ("top", "middle", "bottom"), m["generated"]
-        return ("Jukebox-style transformer priors (style, key and tempo conditioning)",
+        guided = (f"; top prior sampled with classifier-free guidance {card['guidance']:g}"
+                  if card.get("guidance", 1) != 1 else "")
+        return (f"Jukebox-style transformer priors (style, key and tempo conditioning{guided})",
                 "held-out bits per token " + " / ".join(f"{m[k]['bits_per_token']:.2f}" for k in levels) +
                 " (top / middle / bottom; unigram " + " / ".join(f"{m[k]['unigram_bits_per_token']:.2f}" for k in levels) +
                 f"); on {gen['songs']} generated songs: style {_pct(gen['style_accuracy'])}, key {_pct(gen['key_accuracy'])}, "
