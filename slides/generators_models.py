@@ -60,8 +60,8 @@ def num_card_field(name: str, key: str, fmt: str = "int") -> str:
     from course_lib.checkpoint import read_card, train_seconds
 
     card = value = read_card(name)
-    for part in key.split("."):
-        value = value[part]
+    for part in key.split("."):                       # list items by index (sampling_changes.0.reading)
+        value = value[int(part)] if isinstance(value, list) else value[part]
     if fmt == "min_all":
         value = train_seconds(card)
     return f"{float(value) / 60:.0f} min" if fmt in ("min", "min_all") else _fmt(value, fmt)
