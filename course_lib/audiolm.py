@@ -37,6 +37,7 @@ Shapes: B batch, T samples, N semantic tokens (25 Hz), L codec frames (50 Hz), Q
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +51,7 @@ from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
 from course_lib.audiolm_tokens import (AudioTokens, _check_codes, _pad, dedup, extract_tokens, flatten_codes,
                                       semantic_span, unflatten_codes)
-from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step, warmup_cosine
+from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
 from course_lib.transformer import IGNORE_INDEX, TokenLM, TransformerConfig, top_k_filter
 
 __all__ = ["AudioLMConfig", "PRESETS", "AudioTokens", "StageLosses", "coarse_quantizers", "dedup", "semantic_span",
@@ -91,7 +92,6 @@ class AudioLMConfig:
     semantic_temperature: float = 0.6
     coarse_temperature: float = 0.8
     fine_temperature: float = 0.6
-    coarse_guidance: float = 1.0             # classifier-free guidance of stage 2 towards the acoustic prompt (1: off)
     # Stage 2 also hears each frame's semantic token, added per position (as Jukebox's upsamplers hear the level
     # above): the deduplicated prefix alone leaves it to find the alignment. Stage 1's tokens get run lengths
     # drawn from the training data's (up to max_run tokens), like GSLM's unit durations (Lakhotia et al. 2021).
@@ -207,32 +207,21 @@ class _Stage(nn.Module):
 
     @torch.no_grad()
     def _continue(self, prefix: Tensor, prompt: Tensor, frames: int, temperature: float, top_k: int | None,
-                  generator: torch.Generator | None, cond: Tensor | None = None,
-                  guide: tuple[float, Tensor, Tensor | None] | None = None) -> Tensor:
+                  generator: torch.Generator | None, cond: Tensor | None = None) -> Tensor:
         """Codes (B, levels, L_p) -> (B, levels, frames): each new token drawn from its level's K codes, KV-cached;
-        ``cond`` (B, frames * levels, C): the added conditioning of every token. ``guide`` (w, prefix, cond) of a
-        second stream that sees the new tokens only, without the prompt: each token is drawn from u + w (c - u),
-        classifier-free guidance towards the prompt (Ho & Salimans 2022)."""
+        ``cond`` (B, frames * levels, C): the added conditioning of every token."""
         K, ids, was_training = self.codebook_size, flatten_codes(prompt, self.codebook_size), self.training
         steps, n = frames * self.levels - ids.shape[1], ids.shape[1]
         c = (lambda a, b: None) if cond is None else (lambda a, b: cond[:, a:b])
-        w, u_prefix, u_cond = guide or (1.0, None, None)
-        cu = (lambda a: None) if u_cond is None else (lambda a: u_cond[:, a:a + 1])
         self.eval()
         try:
             out = self.lm(ids, prefix=prefix, cond=c(0, n + 1)) if steps else None
-            out_u = self.lm(ids[:, :0], prefix=u_prefix, cond=cu(0)) if steps and guide else None
             for t in range(steps):
                 q = ids.shape[1] % self.levels                       # level of the token to draw
-                logits = out.logits[:, -1, q * K:(q + 1) * K]
-                if guide:
-                    u = out_u.logits[:, -1, q * K:(q + 1) * K]
-                    logits = u + w * (logits - u)
-                code = _draw(logits, temperature, top_k, generator)
+                code = _draw(out.logits[:, -1, q * K:(q + 1) * K], temperature, top_k, generator)
                 ids = torch.cat([ids, code + q * K], dim=1)
                 if t + 1 < steps:
                     out = self.lm(ids[:, -1:], cache=out.cache, cond=c(ids.shape[1], ids.shape[1] + 1))
-                    out_u = self.lm(ids[:, -1:], cache=out_u.cache, cond=cu(t + 1)) if guide else None
         finally:
             self.train(was_training)
         return unflatten_codes(ids, self.levels, K)
@@ -326,11 +315,9 @@ class CoarseStage(_Stage):
     @torch.no_grad()
     def sample(self, semantic: list[Tensor], frames: int, prompt: Tensor | None = None,
                temperature: float | None = None, top_k: int | None = None,
-               generator: torch.Generator | None = None, guidance: float | None = None) -> Tensor:
+               generator: torch.Generator | None = None) -> Tensor:
         """Coarse codes (B, Q', frames) for the span of ``semantic`` (B rows), continuing ``prompt`` (B, Q', L_p).
-        With ``config.aligned_semantic`` the rows keep their repeats and cover every frame (:meth:`expand`).
-        ``guidance`` (default ``config.coarse_guidance``) w != 1 with a prompt: classifier-free guidance towards
-        it, against the same stage writing the new frames from their own semantic tokens alone."""
+        With ``config.aligned_semantic`` the rows keep their repeats and cover every frame (:meth:`expand`)."""
         cfg = self.config
         if frames > cfg.coarse_frames:
             raise ValueError(f"{frames} frames ({frames / cfg.frame_rate:.2f} s) exceed the coarse stage's window of "
@@ -343,12 +330,7 @@ class CoarseStage(_Stage):
         if prompt.shape[1] != cfg.num_coarse or prompt.shape[-1] > frames:
             raise ValueError(f"prompt must be (B, {cfg.num_coarse}, L_p <= {frames}), got {tuple(prompt.shape)}.")
         t = cfg.coarse_temperature if temperature is None else temperature
-        w, r, n_p = cfg.coarse_guidance if guidance is None else guidance, cfg.frames_per_semantic, prompt.shape[-1]
-        if w != 1 and n_p % r:
-            raise ValueError(f"guidance needs a prompt of whole semantic tokens: {n_p} frames is not a multiple of {r}.")
-        rest = [s[n_p // r:] for s in semantic]                      # the new frames' semantic tokens
-        guide = (w, self.prefix(rest), self.aligned(rest, frames - n_p)) if w != 1 and 0 < n_p < frames else None
-        return self._continue(prefix, prompt, frames, t, top_k, generator, self.aligned(semantic, frames), guide)
+        return self._continue(prefix, prompt, frames, t, top_k, generator, self.aligned(semantic, frames))
 
 
 class FineStage(_Stage):
@@ -432,7 +414,9 @@ def fit_stage(stage: _Stage, data: list[AudioTokens], *, steps: int, time_budget
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(stage.parameters()).device
     opt = stage.lm.configure_optimizers(weight_decay=0.01, learning_rate=lr)
-    sched = warmup_cosine(opt, steps, warmup=max(1, steps // 20), floor=0.1)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
     trainer = Trainer({type(stage).__name__: stage}, {"adamw": opt}, TrainConfig(
         max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
         progress=progress, settings=settings), {"lr": sched}, generators={"batches": generator})

@@ -230,31 +230,6 @@ def test_an_aligned_coarse_stage_hears_each_frames_semantic_token(config, data):
         coarse.sample([torch.tensor([1, 2])], 8)
 
 
-@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
-def test_guidance_towards_the_acoustic_prompt(config, w):
-    """Stage 2's classifier-free guidance: greedy codes are the argmax of u + w (c - u), c from a full pass over
-    prompt and new codes, u from one over the new codes alone after their own semantic tokens; w = 1 is plain
-    sampling, w = 0 the stage without the prompt."""
-    cfg = dataclasses.replace(config, aligned_semantic=True, max_run=4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)
-        coarse = A.CoarseStage(cfg)
-    sem, rest = [torch.tensor([1, 2, 9, 4, 7])], [torch.tensor([9, 4, 7])]
-    prompt = torch.randint(0, cfg.codebook_size, (1, cfg.num_coarse, 4), generator=torch.Generator().manual_seed(1))
-    got = coarse.sample(sem, 10, prompt, temperature=0, guidance=w)
-    assert torch.equal(got[..., :4], prompt)
-    with torch.no_grad():
-        c = coarse.logits(coarse.prefix(sem), got, coarse.aligned(sem, 10))[:, 4 * cfg.num_coarse:]
-        u = coarse.logits(coarse.prefix(rest), got[..., 4:], coarse.aligned(rest, 6))
-    assert torch.equal((u + w * (c - u)).argmax(-1), got[..., 4:].transpose(1, 2).flatten(1))
-    if w == 1:
-        assert torch.equal(got, coarse.sample(sem, 10, prompt, temperature=0))
-    if w == 0:
-        assert torch.equal(got[..., 4:], coarse.sample(rest, 6, temperature=0))
-    with pytest.raises(ValueError, match="whole semantic tokens"):
-        coarse.sample(sem, 10, prompt[..., :3], guidance=2.0)
-
-
 def test_fit_stage_learns_run_lengths_and_expand_restores_them(config):
     cfg = dataclasses.replace(config, aligned_semantic=True, max_run=4)
     semantic = torch.tensor([[7, 7, 7, 2, 2, 2, 2, 2, 2, 5]])            # runs: 7 x3, 2 x6 (counted as 4), 5 x1
