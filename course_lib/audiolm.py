@@ -37,7 +37,6 @@ Shapes: B batch, T samples, N semantic tokens (25 Hz), L codec frames (50 Hz), Q
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -51,7 +50,7 @@ from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
 from course_lib.audiolm_tokens import (AudioTokens, _check_codes, _pad, dedup, extract_tokens, flatten_codes,
                                       semantic_span, unflatten_codes)
-from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step
+from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step, warmup_cosine
 from course_lib.transformer import IGNORE_INDEX, TokenLM, TransformerConfig, top_k_filter
 
 __all__ = ["AudioLMConfig", "PRESETS", "AudioTokens", "StageLosses", "coarse_quantizers", "dedup", "semantic_span",
@@ -414,9 +413,7 @@ def fit_stage(stage: _Stage, data: list[AudioTokens], *, steps: int, time_budget
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(stage.parameters()).device
     opt = stage.lm.configure_optimizers(weight_decay=0.01, learning_rate=lr)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    sched = warmup_cosine(opt, steps, warmup=max(1, steps // 20), floor=0.1)
     trainer = Trainer({type(stage).__name__: stage}, {"adamw": opt}, TrainConfig(
         max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
         progress=progress, settings=settings), {"lr": sched}, generators={"batches": generator})
