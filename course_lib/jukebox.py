@@ -513,7 +513,7 @@ class Jukebox(nn.Module):
         cfg = self.priors.config
         prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
         cond = self.priors.timing(0, keep, total, tempo_bpm, rate, key).expand(n, -1, -1)
-        guidance = cfg.guidance if guidance is None else guidance
+        guidance = 1.0 if key is None and tempo_bpm is None else cfg.guidance if guidance is None else guidance
         hidden = {} if guidance == 1 else {        # the same song with key and tempo 'unknown'
             "uncond_prefix": self.priors.prefix(style, None, None, song_seconds).expand(n, -1),
             "uncond_cond": self.priors.timing(0, keep, total, None, rate, None).expand(n, -1, -1)}

@@ -370,14 +370,15 @@ def bench(seconds: float = 1.0) -> dict:
     except checkpoint.CheckpointError:
         model = Jukebox(HierarchicalVQVAE(VQVAEConfig.preset("small")), JukeboxPriors(PriorConfig.preset("small")))
     style, g = model.styles[0], torch.Generator().manual_seed(0)
-    top = model.sample_top(1, style, None, None, seconds, generator=g)
+    ask = (style, "A minor", float(sum(STYLES[style].tempo) / 2))   # key and tempo: the top prior's guidance runs
+    top = model.sample_top(1, *ask, seconds, generator=g)
     middle = model.upsample(1, top, style, generator=g)
     bottom = model.upsample(0, middle, style, generator=g)
-    times = {"top": best_time(lambda: model.sample_top(1, style, None, None, seconds, generator=g), repeat=1),
+    times = {"top": best_time(lambda: model.sample_top(1, *ask, seconds, generator=g), repeat=1),
              "middle": best_time(lambda: model.upsample(1, top, style, generator=g), repeat=1, warmup=0),
              "bottom": best_time(lambda: model.upsample(0, middle, style, generator=g), repeat=1, warmup=0),
              "decode": best_time(lambda: model.decode(bottom, 0), repeat=3)}
     out = {f"{k}_rtf": round(v / seconds, 3) for k, v in times.items()}
     out["total_rtf"] = round(sum(times.values()) / seconds, 3)
-    out["threads"] = torch.get_num_threads()
+    out["threads"], out["top_guidance"] = torch.get_num_threads(), model.priors.config.guidance
     return out
