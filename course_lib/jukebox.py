@@ -513,7 +513,9 @@ class Jukebox(nn.Module):
         cfg = self.priors.config
         prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
         cond = self.priors.timing(0, keep, total, tempo_bpm, rate, key).expand(n, -1, -1)
-        guidance = 1.0 if key is None and tempo_bpm is None else cfg.guidance if guidance is None else guidance
+        guidance = cfg.guidance if guidance is None else guidance
+        if key is None and tempo_bpm is None:      # nothing asked, nothing to guide: the two rows would agree
+            guidance = 1.0
         hidden = {} if guidance == 1 else {        # the same song with key and tempo 'unknown'
             "uncond_prefix": self.priors.prefix(style, None, None, song_seconds).expand(n, -1),
             "uncond_cond": self.priors.timing(0, keep, total, None, rate, None).expand(n, -1, -1)}

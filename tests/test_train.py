@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from course_lib.train import (History, TrainConfig, Trainer, TrainingDiverged, infinite, moving_average,
-                              stop_on_sigterm)
+                              stop_on_sigterm, warmup_cosine)
 
 
 def _regression(seed=0):
@@ -159,3 +159,19 @@ def test_moving_average_warms_up_then_decays_as_litema():
         bn.num_batches_tracked.fill_(count)
         avg_bn.update_parameters(bn)
     assert int(avg_bn.module.num_batches_tracked) == 7
+
+
+def test_warmup_cosine_rises_linearly_then_falls_to_its_floor():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = warmup_cosine(opt, steps=100, warmup=10, floor=0.1)
+    rates = []
+    for _ in range(120):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step(), sched.step()
+    assert rates[0] == pytest.approx(2.0 * 0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0))))       # 1 of 10 warm-up steps
+    assert rates[9] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 100))))
+    assert rates[50] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))                                 # half-way down
+    assert rates[100] == rates[119] == pytest.approx(2.0 * 0.1)                               # the floor, held
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:10])) and all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    plain = warmup_cosine(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), steps=4)   # no warm-up, floor 0
+    assert plain.get_last_lr()[0] == pytest.approx(1.0)

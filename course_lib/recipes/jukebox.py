@@ -127,10 +127,9 @@ def style_classifier(audio: torch.Tensor, attributes: list[dict], styles: Sequen
 @torch.no_grad()
 def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: torch.Tensor, test_top: torch.Tensor,
                       per_style: int, seconds: float, seed: int = 0,
-                      uncoded_clf: gan_eval.AudioClassifier | None = None, guidance: float | None = None) -> dict:
+                      uncoded_clf: gan_eval.AudioClassifier | None = None) -> dict:
     """Style accuracy, tempo error and key accuracy of generated songs, and a nearest-neighbour check.
-    ``uncoded_clf``: a second opinion on the style, the ruler trained on songs as recorded only; ``guidance``:
-    the top prior's classifier-free guidance (None: the priors' own, ``PriorConfig.guidance``).
+    ``uncoded_clf``: a second opinion on the style, the ruler trained on songs as recorded only.
 
     Tempos are requested at the two ends of each style's range (half the songs each), never in its middle: a prior
     that knew only each style's usual tempo would then miss by half the range, reported beside the error as
@@ -145,7 +144,7 @@ def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: 
         for tempo, count in ((float(slow), (per_style + 1) // 2), (float(fast), per_style // 2)):
             if not count:
                 continue
-            wav = model.generate(count, style, key, tempo, seconds, generator=g, guidance=guidance)
+            wav = model.generate(count, style, key, tempo, seconds, generator=g)
             right += int((clf.predict(wav).logits.argmax(-1) == s).sum())
             if uncoded_clf is not None:
                 right_uncoded += int((uncoded_clf.predict(wav).logits.argmax(-1) == s).sum())
