@@ -199,7 +199,8 @@ class PriorConfig:
     key_upsamplers: bool = False             # the upsamplers' prefix holds the key beside the style
     key_clock: bool = False                  # the top prior also hears the key at every position (timing)
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
-    guidance: float = 1.0                    # top prior sampled with classifier-free guidance on key and tempo (1: off)
+    guidance: float = 1.0                    # top prior sampled with classifier-free guidance (1: off)
+    unknown_style: bool = False              # the top prior also learns songs asked for nothing (style hidden too)
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
@@ -210,8 +211,8 @@ class PriorConfig:
         return len(self.styles) + (25 if self.key_upsamplers else 0)
 
     @property
-    def prefix_vocab_size(self) -> int:      # style | key (24 + unknown) | tempo (+ unknown) | length
-        return len(self.styles) + 25 + self.tempo_buckets + 1 + self.length_buckets
+    def prefix_vocab_size(self) -> int:      # style | key (24 + unknown) | tempo (+ unknown) | length | no style
+        return len(self.styles) + 25 + self.tempo_buckets + 1 + self.length_buckets + int(self.unknown_style)
 
     @staticmethod
     def preset(name: str) -> PriorConfig:
@@ -278,10 +279,14 @@ class JukeboxPriors(nn.Module):
             raise ValueError(f"Unknown style {style!r}; this model knows {list(self.config.styles)}.")
         return self.config.styles.index(style)
 
-    def prefix(self, style: str | int, key: str | None, tempo_bpm: float | None, seconds: float) -> Tensor:
-        """(1, 4) prefix ids: style, key (or unknown), tempo bucket (or unknown), total length bucket."""
+    def prefix(self, style: str | int | None, key: str | None, tempo_bpm: float | None, seconds: float) -> Tensor:
+        """(1, 4) prefix ids: style (or unknown, the last id, with ``config.unknown_style``), key (or unknown),
+        tempo bucket (or unknown), total length bucket."""
         cfg, s = self.config, len(self.config.styles)
-        sid = style if isinstance(style, int) else self.style_id(style)
+        if style is None and not cfg.unknown_style:
+            raise ValueError("This prior never learned songs without a style: name one of "
+                             f"{list(cfg.styles)} (or train with --unknown-style).")
+        sid = cfg.prefix_vocab_size - 1 if style is None else style if isinstance(style, int) else self.style_id(style)
         kid = key_id(key)
         length = min(cfg.length_buckets - 1, max(0, int(seconds) - 1))
         return torch.tensor([[sid, s + kid, s + 25 + tempo_bucket(tempo_bpm, cfg.tempo_buckets),
@@ -393,7 +398,9 @@ def _window(n_total: int, n: int, batch: int, generator: torch.Generator | None,
 def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, generator: torch.Generator | None,
                  condition_dropout: float = 0.2) -> PriorLosses:
     """One batch of random windows for each of the three models; key and tempo are hidden (``unknown``)
-    ``condition_dropout`` of the time, so that a style alone can start a song."""
+    ``condition_dropout`` of the time, so that a style alone can start a song. With ``config.unknown_style`` the
+    top prior also sees ``condition_dropout`` of its windows with nothing asked (style, key and tempo hidden
+    together): the unconditional prior of classifier-free guidance (Ho & Salimans 2022)."""
     cfg = priors.config
     device = next(priors.parameters()).device
     idx = torch.randint(0, data.style.shape[0], (batch_size,), generator=generator).tolist()
@@ -401,14 +408,17 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
     n_top = min(cfg.top_context, top_all.shape[1])
     starts = _window(top_all.shape[1], n_top, batch_size, generator)
     hide = (torch.rand(batch_size, 2, generator=generator) < condition_dropout).tolist()
-    prefix = torch.cat([priors.prefix(int(data.style[i]), None if h[0] else data.key[i],
-                                      None if h[1] else data.tempo_bpm[i], data.seconds) for i, h in zip(idx, hide)])
+    none = ((torch.rand(batch_size, generator=generator) < condition_dropout).tolist() if cfg.unknown_style
+            else [False] * batch_size)                              # nothing asked: style, key and tempo hidden
+    top_hide = [(h[0] or a, h[1] or a, a) for h, a in zip(hide, none)]   # key, tempo, style
+    prefix = torch.cat([priors.prefix(None if h[2] else int(data.style[i]), None if h[0] else data.key[i],
+                                      None if h[1] else data.tempo_bpm[i], data.seconds) for i, h in zip(idx, top_hide)])
     top = torch.stack([top_all[i, s:s + n_top] for i, s in zip(idx, starts.tolist())]).to(device)
     # Timing of each window: the fraction of its song elapsed at every token (and the metronome, unless hidden).
     rate = top_all.shape[1] / data.seconds                          # top tokens per second
     cond = torch.cat([priors.timing(s, n_top, top_all.shape[1], None if h[1] else data.tempo_bpm[i], rate,
                                     None if h[0] else data.key[i])
-                      for i, s, h in zip(idx, starts.tolist(), hide)]).to(device)
+                      for i, s, h in zip(idx, starts.tolist(), top_hide)]).to(device)
     l_top = priors.top(top[:, :-1], targets=top, prefix=prefix.to(device), cond=cond).loss
     up_prefix = torch.cat([priors.upsampler_prefix(int(data.style[i]), None if h[0] else data.key[i])
                            for i, h in zip(idx, hide)]).to(device)
@@ -499,7 +509,8 @@ class Jukebox(nn.Module):
         and timing); by default the training songs' length (``PriorConfig.song_seconds``) or ``seconds`` if longer:
         a prior trained on 6 s songs writes one and the first seconds are kept. ``guidance`` (default the config's):
         classifier-free guidance towards the key and tempo asked, against the prior with both hidden as training
-        hid them (:func:`prior_losses`); 1 is plain sampling."""
+        hid them (:func:`prior_losses`), and towards the style too when the prior learned songs asked for nothing
+        (``config.unknown_style``); 1 is plain sampling."""
         if song_seconds is None:
             song_seconds = max(seconds, self.priors.config.song_seconds)
         if song_seconds < seconds:
@@ -514,10 +525,11 @@ class Jukebox(nn.Module):
         prefix = self.priors.prefix(style, key, tempo_bpm, song_seconds).expand(n, -1)
         cond = self.priors.timing(0, keep, total, tempo_bpm, rate, key).expand(n, -1, -1)
         guidance = cfg.guidance if guidance is None else guidance
-        if key is None and tempo_bpm is None:      # nothing asked, nothing to guide: the two rows would agree
+        if key is None and tempo_bpm is None and not cfg.unknown_style:   # nothing to guide: the rows would agree
             guidance = 1.0
-        hidden = {} if guidance == 1 else {        # the same song with key and tempo 'unknown'
-            "uncond_prefix": self.priors.prefix(style, None, None, song_seconds).expand(n, -1),
+        hidden = {} if guidance == 1 else {        # the same song with key and tempo (and style) 'unknown'
+            "uncond_prefix": self.priors.prefix(None if cfg.unknown_style else style, None, None,
+                                                song_seconds).expand(n, -1),
             "uncond_cond": self.priors.timing(0, keep, total, None, rate, None).expand(n, -1, -1)}
         return self.priors.top.sample(prompt, keep - prompt.shape[1], temperature=temperature, generator=generator,
                                       prefix=prefix, cond=cond, window_stride=cfg.top_context // 2,

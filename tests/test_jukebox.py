@@ -148,6 +148,36 @@ def test_key_clock_and_a_widened_warm_start():
     assert (seen[0]["cond"][0, :, -24:].argmax(-1) == J.KEYS.index("C major")).all()
 
 
+def test_unknown_style_learns_unconditional_songs_and_guides_the_style(monkeypatch):
+    """With ``unknown_style`` the top prior has a 'no style' id, sees windows with nothing asked, warm-starts from a
+    prior without it computing the same logits, and guidance contrasts the request with that empty one."""
+    cfg = replace(TINY_PRIOR, unknown_style=True)
+    priors = J.JukeboxPriors(cfg).eval()
+    assert cfg.prefix_vocab_size == TINY_PRIOR.prefix_vocab_size + 1
+    assert int(priors.prefix(None, None, None, 4.0)[0, 0]) == cfg.prefix_vocab_size - 1
+    with pytest.raises(ValueError, match="never learned songs without a style"):
+        J.JukeboxPriors(TINY_PRIOR).prefix(None, None, None, 4.0)
+    plain = J.JukeboxPriors(TINY_PRIOR).eval()
+    warm_start(priors, plain, "plain", widened=("top.prefix_emb.weight",))
+    codes = torch.randint(0, TINY_PRIOR.codebook_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    prefix, cond = plain.prefix("a", "A minor", 120.0, 4.0).expand(2, -1), plain.timing(0, 9, 9).expand(2, -1, -1)
+    torch.testing.assert_close(plain.top(codes[:, :-1], targets=codes, prefix=prefix, cond=cond).logits,
+                               priors.top(codes[:, :-1], targets=codes, prefix=prefix, cond=cond).logits)
+    asked = []                                                            # (style, key, tempo) of each top window
+    real_prefix = priors.prefix
+    monkeypatch.setattr(priors, "prefix", lambda *a: asked.append(a[:3]) or real_prefix(*a))
+    assert torch.isfinite(J.prior_losses(priors, _fake_songs(), 4, torch.Generator().manual_seed(0),
+                                         condition_dropout=1.0).total)
+    assert asked[:4] == [(None, None, None)] * 4                          # every top window asked for nothing
+    monkeypatch.undo()
+    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
+    seen = {}
+    monkeypatch.setattr(priors.top, "sample", lambda *a, **kw: (seen.clear(), seen.update(kw)))
+    model.sample_top(2, "a", None, None, 0.5, guidance=3.0)              # the style alone is still guided
+    assert seen["guidance"] == 3.0
+    assert torch.equal(seen["uncond_prefix"], priors.prefix(None, None, None, 0.5).expand(2, -1))
+
+
 def _fake_songs(n: int = 8, top: int = 32) -> J.SongCodes:
     """Codes with structure: style a repeats 0..7, style b counts down; lower levels repeat the upper code."""
     styles = torch.arange(n) % 2
@@ -331,9 +361,10 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
         R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors", "--top-only",
                      "--upsamplers-only", "--out", "jb4-priors"])
     assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--init-from", "jb-priors", "--top-only",
-                        "--key-clock", "--gen-per-style", "0", "--run-dir", "runs/jb4", "--out", "jb4-priors"]) == 0
+                        "--key-clock", "--unknown-style", "--gen-per-style", "0", "--run-dir", "runs/jb4",
+                        "--out", "jb4-priors"]) == 0
     top_only = checkpoint.load_pretrained("jb4-priors", J.JukeboxPriors, J.PriorConfig)
-    assert top_only.config.key_clock and checkpoint.read_card("jb4-priors")["top_only"] is True
+    assert top_only.config.key_clock and top_only.config.unknown_style and checkpoint.read_card("jb4-priors")["top_only"] is True
     for a, b in zip([*before.priors.upsamplers.parameters(), *before.priors.conditioners.parameters()],
                     [*top_only.upsamplers.parameters(), *top_only.conditioners.parameters()]):
         torch.testing.assert_close(a, b)

@@ -218,14 +218,18 @@ def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: t
     """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape.
 
     ``new``: name prefixes of parts that ``model`` adds and ``start`` lacks (they keep their fresh weights).
-    ``widened``: names of input weights (out, in) that ``model`` widens by more inputs: ``start``'s columns are
-    copied and the new ones start at zero, so the widened model computes what ``start`` computed.
+    ``widened``: names of input weights (out, in) that ``model`` widens by more inputs, or of embedding tables
+    (ids, width) that it extends by more ids: ``start``'s columns (rows) are copied and the new ones start at
+    zero, so the widened model computes what ``start`` computed on every input ``start`` knew.
     """
     ours, theirs = model.state_dict(), dict(start.state_dict())
     for k in widened:
         old, want = theirs[k], ours[k].shape
-        if old.shape != want and old.shape[0] == want[0] and old.shape[1] <= want[1]:
-            theirs[k] = torch.cat([old, old.new_zeros(want[0], want[1] - old.shape[1])], 1)
+        for dim in (1, 0):                                          # more inputs, or more ids
+            if old.shape != want and old.shape[1 - dim] == want[1 - dim] and old.shape[dim] <= want[dim]:
+                pad = list(want)
+                pad[dim] -= old.shape[dim]
+                theirs[k] = torch.cat([old, old.new_zeros(pad)], dim)
     has_new = any(k.startswith(new) for k in theirs)                # start already has the added parts
     skip = () if has_new else new                                   # ("".startswith(()) is False: compare all)
     if ({k: v.shape for k, v in ours.items() if not k.startswith(skip)}

@@ -219,6 +219,9 @@ def _train_parser():
                         "with --init-from a prior without it, the key starts silent and is learned")
     p.add_argument("--top-only", action="store_true",
                    help="stage priors with --init-from: keep its upsamplers and train only the top prior")
+    p.add_argument("--unknown-style", action="store_true",
+                   help="stage priors: the top prior also learns songs asked for nothing (style, key and tempo hidden "
+                        "together), so that guidance amplifies the style too (PriorConfig.unknown_style)")
     p.add_argument("--key-upsamplers", action="store_true",
                    help="stage priors: the upsamplers hear the key beside the style (PriorConfig.key_upsamplers)")
     p.add_argument("--gen-per-style", type=nonnegative_int, default=GEN_PER_STYLE,
@@ -240,8 +243,9 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit("--top-only keeps trained upsamplers: use it with --stage priors --init-from NAME.")
     if args.top_only and args.upsamplers_only:
         raise SystemExit("--top-only and --upsamplers-only exclude each other: pick one (or neither to train all).")
-    if vq and (args.beat_clock or args.key_upsamplers or args.key_clock):
-        raise SystemExit("--beat-clock, --key-clock and --key-upsamplers shape the priors: use them with --stage priors.")
+    if vq and (args.beat_clock or args.key_upsamplers or args.key_clock or args.unknown_style):
+        raise SystemExit("--beat-clock, --key-clock, --key-upsamplers and --unknown-style shape the priors: use them "
+                         "with --stage priors.")
     if not vq and args.vqvae is None:
         raise SystemExit("--stage priors needs --vqvae (the folder the vqvae stage exported, or a shipped name).")
     if args.run_dir is None:
@@ -252,6 +256,7 @@ def train_cli(argv: Sequence[str]) -> int:
                    **({"top_only": True} if args.top_only else {}),
                    **({"beat_clock": True} if args.beat_clock else {}),
                    **({"key_clock": True} if args.key_clock else {}),
+                   **({"unknown_style": True} if args.unknown_style else {}),
                    **({"key_upsamplers": True} if args.key_upsamplers else {}))
     n_train, n_test = args.train_size or 256, args.eval_size or 64
     audio, attrs, ds = load_songs("train", n_train, args.seconds, args.seed)
@@ -277,11 +282,12 @@ def train_cli(argv: Sequence[str]) -> int:
                       for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
                          codebook_size=vqvae.config.codebook_size, beat_clock=args.beat_clock,
-                         key_upsamplers=args.key_upsamplers, key_clock=args.key_clock, song_seconds=args.seconds)
+                         key_upsamplers=args.key_upsamplers, key_clock=args.key_clock, unknown_style=args.unknown_style,
+                         song_seconds=args.seconds)
         model = JukeboxPriors(config)
         if args.init_from:
             warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from,
-                       widened=("top.cond_proj.weight",))
+                       widened=("top.cond_proj.weight", "top.prefix_emb.weight"))
         model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
