@@ -181,16 +181,23 @@ def test_fit_resumes_from_checkpoint(tmp_path):
     assert again.steps == 3
 
 
-def test_post_filter_identity_kernel():
-    cfg = replace(TINY, post_filter_length=9)
+def test_post_filter_starts_as_the_identity_and_learns():
+    """The paper's post-processing filter: a centre tap at first (adding it to a trained generator changes nothing,
+    also through --init-from's warm start), a (1, 1, k) kernel that the generator's loss reaches."""
+    cfg = replace(TINY, post_filter_length=9, spectral_critic=4)
     model = W.WaveGAN(cfg)
-    with torch.no_grad():
-        model.generator.post_filter.weight.zero_()
-        model.generator.post_filter.weight[..., 4] = 1.0           # centre tap: identity with 'same' padding
+    assert model.generator.post_filter.weight.shape == (1, 1, 9)
     plain = W.WaveGAN(replace(cfg, post_filter_length=0))
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "post_filter" not in k})
+    R.warm_start(model, plain, "plain", new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
     z = model.sample_latent(2, torch.Generator().manual_seed(0))
     torch.testing.assert_close(model(z), plain(z))
+    torch.testing.assert_close(model.generate(2, torch.Generator().manual_seed(0)),
+                               plain.generate(2, torch.Generator().manual_seed(0)))
+    model(z).square().mean().backward()
+    grad = model.generator.post_filter.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    with pytest.raises(SystemExit, match="layers differ"):                 # other parts must still match
+        R.warm_start(model, W.WaveGAN(replace(TINY, d=8)), "wider", new=("generator.post_filter.",))
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -459,3 +466,9 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     for key in ("generator", "generator_ema"):
         for name, value in getattr(exported, key).state_dict().items():
             torch.testing.assert_close(value, state[key][name])
+    # Fine-tuned with the paper's post-filter added: it starts as the identity and is recorded.
+    ft = tmp_path / "ft"
+    assert R.train_cli([*common[:2], "--steps", "1", *common[4:10], "--post-filter", "9", "--init-from", str(out),
+                        "--out", str(ft), "--run-dir", str(tmp_path / "run-ft"), "--threads", "1"]) == 0
+    assert W.load_pretrained(ft).config.post_filter_length == 9
+    assert checkpoint.read_card(ft)["settings"]["post_filter"] == 9

@@ -230,13 +230,12 @@ def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: t
                 pad = list(want)
                 pad[dim] -= old.shape[dim]
                 theirs[k] = torch.cat([old, old.new_zeros(pad)], dim)
-    has_new = any(k.startswith(new) for k in theirs)                # start already has the added parts
-    skip = () if has_new else new                                   # ("".startswith(()) is False: compare all)
-    if ({k: v.shape for k, v in ours.items() if not k.startswith(skip)}
+    skip = tuple(p for p in new if not any(k.startswith(p) for k in theirs))   # added parts that start lacks
+    if ({k: v.shape for k, v in ours.items() if not k.startswith(skip)}   # ("".startswith(()) is False: compare all)
             != {k: v.shape for k, v in theirs.items() if not k.startswith(skip)}):
         raise SystemExit(f"--init-from {name}: its layers differ from this preset's; pick a checkpoint of the same "
                          f"preset or drop --init-from.")
-    model.load_state_dict(theirs, strict=has_new or not any(k.startswith(new) for k in ours))
+    model.load_state_dict(theirs, strict=not any(k.startswith(skip) for k in ours))
 
 
 def runs_before(name: str) -> list[dict[str, Any]]:

@@ -190,6 +190,9 @@ def _train_parser():
                    help="train on mu-law companded waveforms with this mu (255; default 0: linear, as in the paper)")
     p.add_argument("--spectral-critic", type=nonnegative_int, default=0,
                    help="width of a second critic on log-spectrograms (SpecGAN's; 8 for small); default 0: off")
+    p.add_argument("--post-filter", type=nonnegative_int, default=0,
+                   help="taps of the paper's learned post-processing filter after the generator (paper: 512; default "
+                        "0: none); with --init-from a checkpoint without one, it starts as the identity")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's generator, average and critic (same preset), e.g. to fine-tune")
     return p
@@ -201,15 +204,18 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.eval_size is None:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
-                   mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from)
-    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic)
+                   mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from,
+                   **({"post_filter": args.post_filter} if args.post_filter else {}))
+    cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
+                  post_filter_length=args.post_filter)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
     print(f"{len(train.audio)} training clips of {cfg.slice_length} samples, classes {train.classes}", flush=True)
     model = WaveGAN(cfg)
     if args.init_from:
-        warm_start(model, load_pretrained(args.init_from), args.init_from, new=("spectral_critic.",))
+        warm_start(model, load_pretrained(args.init_from), args.init_from,
+                   new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
     result = fit(model.to(run.device), train.audio, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                  batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
