@@ -7,7 +7,7 @@ convolution and every stride 2 becomes a stride 4, so five layers grow a 16-samp
 
 - generator: ``z ~ U[-1, 1]^100`` -> dense -> (transposed conv k25 s4 -> ReLU) x L, the last
   with tanh; no batch norm; optionally the learned post-processing filter (paper section 3.3), a
-  ``post_filter_length``-tap FIR that here starts as the identity;
+  ``post_filter_length``-tap FIR;
 - discriminator (the *critic*): (conv k25 s4 -> LeakyReLU 0.2 -> phase shuffle n=2) x L, no
   phase shuffle after the last conv, then dense to one unbounded score;
 - loss: WGAN-GP (Gulrajani et al. 2017), gradient penalty weight 10, 5 critic steps per
@@ -175,9 +175,12 @@ class Generator(nn.Module):
             for c_in, c_out in zip(ch, ch[1:] + [1]))
         self.post_filter = (nn.Conv1d(1, 1, cfg.post_filter_length, bias=False)
                             if cfg.post_filter_length else None)
-        if self.post_filter is not None:        # starts as the identity (centre tap), so adding it changes nothing
-            with torch.no_grad():
-                self.post_filter.weight.zero_()[..., (cfg.post_filter_length - 1) // 2] = 1.0
+
+    @torch.no_grad()
+    def identity_post_filter_(self) -> None:
+        """Set the post-filter to the identity (a centre tap): added to a trained generator, it changes nothing
+        until it learns. (From scratch it starts random, as in the paper's code.)"""
+        self.post_filter.weight.zero_()[..., (self.config.post_filter_length - 1) // 2] = 1.0
 
     def forward(self, z: Tensor) -> Tensor:
         x = F.relu(self.dense(z).view(z.shape[0], -1, SEED_LENGTH))  # (B, 16d', 16)

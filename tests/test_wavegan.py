@@ -181,14 +181,16 @@ def test_fit_resumes_from_checkpoint(tmp_path):
     assert again.steps == 3
 
 
-def test_post_filter_starts_as_the_identity_and_learns():
-    """The paper's post-processing filter: a centre tap at first (adding it to a trained generator changes nothing,
-    also through --init-from's warm start), a (1, 1, k) kernel that the generator's loss reaches."""
+def test_post_filter_added_as_the_identity_and_learns():
+    """The paper's post-processing filter: set to a centre tap, adding it to a trained generator (as --init-from
+    does) changes nothing; a (1, 1, k) kernel that the generator's loss reaches."""
     cfg = replace(TINY, post_filter_length=9, spectral_critic=4)
     model = W.WaveGAN(cfg)
     assert model.generator.post_filter.weight.shape == (1, 1, 9)
     plain = W.WaveGAN(replace(cfg, post_filter_length=0))
     R.warm_start(model, plain, "plain", new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
+    for g in (model.generator, model.generator_ema):
+        g.identity_post_filter_()
     z = model.sample_latent(2, torch.Generator().manual_seed(0))
     torch.testing.assert_close(model(z), plain(z))
     torch.testing.assert_close(model.generate(2, torch.Generator().manual_seed(0)),
@@ -470,5 +472,6 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     ft = tmp_path / "ft"
     assert R.train_cli([*common[:2], "--steps", "1", *common[4:10], "--post-filter", "9", "--init-from", str(out),
                         "--out", str(ft), "--run-dir", str(tmp_path / "run-ft"), "--threads", "1"]) == 0
-    assert W.load_pretrained(ft).config.post_filter_length == 9
+    tuned = W.load_pretrained(ft)
+    assert tuned.config.post_filter_length == 9 and int(tuned.generator.post_filter.weight.argmax()) == 4
     assert checkpoint.read_card(ft)["settings"]["post_filter"] == 9

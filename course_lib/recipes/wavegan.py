@@ -214,8 +214,12 @@ def train_cli(argv: Sequence[str]) -> int:
     print(f"{len(train.audio)} training clips of {cfg.slice_length} samples, classes {train.classes}", flush=True)
     model = WaveGAN(cfg)
     if args.init_from:
-        warm_start(model, load_pretrained(args.init_from), args.init_from,
+        start = load_pretrained(args.init_from)
+        warm_start(model, start, args.init_from,
                    new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
+        if cfg.post_filter_length and start.generator.post_filter is None:   # added now: it starts as the identity
+            for g in filter(None, (model.generator, model.generator_ema)):
+                g.identity_post_filter_()
     result = fit(model.to(run.device), train.audio, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
                  batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
