@@ -412,7 +412,8 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
             else [False] * batch_size)                              # nothing asked: style, key and tempo hidden
     top_hide = [(h[0] or a, h[1] or a, a) for h, a in zip(hide, none)]   # key, tempo, style
     prefix = torch.cat([priors.prefix(None if h[2] else int(data.style[i]), None if h[0] else data.key[i],
-                                      None if h[1] else data.tempo_bpm[i], data.seconds) for i, h in zip(idx, top_hide)])
+                                      None if h[1] else data.tempo_bpm[i], data.seconds)
+                        for i, h in zip(idx, top_hide)])
     top = torch.stack([top_all[i, s:s + n_top] for i, s in zip(idx, starts.tolist())]).to(device)
     # Timing of each window: the fraction of its song elapsed at every token (and the metronome, unless hidden).
     rate = top_all.shape[1] / data.seconds                          # top tokens per second

@@ -188,7 +188,8 @@ def test_post_filter_added_as_the_identity_and_learns():
     model = W.WaveGAN(cfg)
     assert model.generator.post_filter.weight.shape == (1, 1, 9)
     plain = W.WaveGAN(replace(cfg, post_filter_length=0))
-    R.warm_start(model, plain, "plain", new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
+    R.warm_start(model, plain, "plain",
+                 new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
     for g in (model.generator, model.generator_ema):
         g.identity_post_filter_()
     z = model.sample_latent(2, torch.Generator().manual_seed(0))
