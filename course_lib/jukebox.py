@@ -408,8 +408,9 @@ def prior_losses(priors: JukeboxPriors, data: SongCodes, batch_size: int, genera
     n_top = min(cfg.top_context, top_all.shape[1])
     starts = _window(top_all.shape[1], n_top, batch_size, generator)
     hide = (torch.rand(batch_size, 2, generator=generator) < condition_dropout).tolist()
-    none = ((torch.rand(batch_size, generator=generator) < condition_dropout).tolist() if cfg.unknown_style
-            else [False] * batch_size)                              # nothing asked: style, key and tempo hidden
+    none = ((torch.rand(batch_size, generator=generator) < condition_dropout).tolist()   # nothing asked: style,
+            if cfg.unknown_style and condition_dropout > 0 else [False] * batch_size)    # key and tempo hidden
+    # (no draw without dropout: held-out windows stay those of a prior without the unknown style)
     top_hide = [(h[0] or a, h[1] or a, a) for h, a in zip(hide, none)]   # key, tempo, style
     prefix = torch.cat([priors.prefix(None if h[2] else int(data.style[i]), None if h[0] else data.key[i],
                                       None if h[1] else data.tempo_bpm[i], data.seconds)

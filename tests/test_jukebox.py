@@ -169,6 +169,9 @@ def test_unknown_style_learns_unconditional_songs_and_guides_the_style(monkeypat
     assert torch.isfinite(J.prior_losses(priors, _fake_songs(), 4, torch.Generator().manual_seed(0),
                                          condition_dropout=1.0).total)
     assert asked[:4] == [(None, None, None)] * 4                          # every top window asked for nothing
+    held_out = [J.prior_losses(p, _fake_songs(), 4, torch.Generator().manual_seed(0), condition_dropout=0.0).bottom
+                for p in (priors, plain)]                               # without dropout: the same windows
+    torch.testing.assert_close(*held_out)
     monkeypatch.undo()
     model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
     seen = {}
