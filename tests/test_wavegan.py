@@ -474,5 +474,8 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     assert R.train_cli([*common[:2], "--steps", "1", *common[4:10], "--post-filter", "9", "--init-from", str(out),
                         "--out", str(ft), "--run-dir", str(tmp_path / "run-ft"), "--threads", "1"]) == 0
     tuned = W.load_pretrained(ft)
-    assert tuned.config.post_filter_length == 9 and int(tuned.generator.post_filter.weight.argmax()) == 4
+    identity = torch.zeros(1, 1, 9)
+    identity[..., 4] = 1.0                                           # one step of Adam moves a tap by about lr
+    assert tuned.config.post_filter_length == 9
+    torch.testing.assert_close(tuned.generator.post_filter.weight, identity, atol=1e-2, rtol=0)
     assert checkpoint.read_card(ft)["settings"]["post_filter"] == 9
