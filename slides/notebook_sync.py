@@ -149,8 +149,9 @@ def _scores(card: dict) -> tuple[str, str]:
     if arch == "WaveGAN":
         ruler = ("classifier trained on clean drums" if m.get("ruler") == "classifier"
                  else "classifier trained with added noise")
-        decay = (f"; quietest tenth of the clips decays {m['decay_p10_db']['generated']:.0f} dB (real "
-                 f"{m['decay_p10_db']['real']:.0f} dB)" if "decay_p10_db" in m else "")
+        d = m.get("decay_p10_db", {})
+        decay = (f"; quietest tenth of {d['generated_clips']:,} clips decays {d['generated']:.0f} dB (real "
+                 f"{d['real']:.0f} dB)" if "generated_clips" in d else "")
         settings = card.get("settings", {})
         mode = (", trained on mu-law companded samples" if settings.get("mu_law") else "") + (
             ", with a second critic on log-spectrograms (SpecGAN's)" if settings.get("spectral_critic") else "")
@@ -158,7 +159,7 @@ def _scores(card: dict) -> tuple[str, str]:
                 f"{ruler}: inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
                 f"{len(m['class_fractions'])} classes; Fréchet distance {m['frechet']:.1f} (noise bursts "
                 f"{m['noise_frechet']:.0f}, real vs real {m['frechet_train_vs_test']:.2f}){decay}; "
-                f"{m['eval_clips']} clips")
+                f"classifier scores on {m['eval_clips']} clips")
     if arch == "Clap":
         return ("CLAP: a small audio CNN with a from-scratch and a pretrained (MiniLM) text tower",
                 f"zero-shot top-1 {_pct(m['minilm/zero_shot_top1'])} (MiniLM) / {_pct(m['scratch/zero_shot_top1'])} "

@@ -458,6 +458,7 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     m = card["metrics"]
     assert m["ruler"] == "classifier" and set(m["second_opinion"]) == {"classifier-noise-trained"}
     assert m["decay_p10_db"]["real"] < -40 and set(m["decay_p10_db_by_class"]) == set(card["classes"])
+    assert m["decay_p10_db"]["generated_clips"] == R.DECAY_DRAWS * 32          # generated decay: pooled draws
     assert json.loads((out / "classifier" / "card.json").read_text())["noise_snr_db"] is None
     result = R.eval_cli(["--checkpoint", str(out), "--eval-size", "32"])
     assert all(result["matches_card"].values()), result
