@@ -154,7 +154,8 @@ def _scores(card: dict) -> tuple[str, str]:
                  f"{d['real']:.0f} dB)" if "generated_clips" in d else "")
         settings = card.get("settings", {})
         mode = (", trained on mu-law companded samples" if settings.get("mu_law") else "") + (
-            ", with a second critic on log-spectrograms (SpecGAN's)" if settings.get("spectral_critic") else "")
+            ", with a second critic on log-spectrograms (SpecGAN's)" if settings.get("spectral_critic") else "") + (
+            f", and a learned {settings['post_filter']}-tap post-filter" if settings.get("post_filter") else "")
         return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes{mode}",
                 f"{ruler}: inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "
                 f"{len(m['class_fractions'])} classes; Fréchet distance {m['frechet']:.1f} (noise bursts "

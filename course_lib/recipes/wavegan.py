@@ -324,12 +324,16 @@ def bench() -> dict:
     """
     out: dict = {}
     threads = torch.get_num_threads()
-    for name in ("small", "paper"):
-        cfg = PRESETS[name]
+    # the shipped model, the SpecGAN-critic checkpoint (with the learned post-filter), the paper's size untrained
+    for name, ckpt in (("small", "wavegan-synthworld-drums"), ("small_specgan", "wavegan-synthworld-drums-specgan"),
+                       ("paper", None)):
         try:
-            model = load_pretrained() if name == "small" else WaveGAN(cfg).eval()
+            model = load_pretrained(ckpt) if ckpt else WaveGAN(PRESETS[name]).eval()
         except checkpoint.CheckpointError:
-            model = WaveGAN(cfg).eval()
+            model = WaveGAN(PRESETS["small"]).eval()
+        cfg = model.config
+        if cfg.post_filter_length:
+            name += f"_filter{cfg.post_filter_length}"
         n = math.ceil(cfg.sample_rate / cfg.slice_length)            # clips that make one second
         g = torch.Generator().manual_seed(0)
         for t in sorted({threads, 1}, reverse=True):
