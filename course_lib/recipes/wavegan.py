@@ -131,8 +131,8 @@ def _decay_by_class(clf: gan_eval.AudioClassifier, generated: Tensor, test: Trai
 
 
 # Draws of n clips pooled for the generated decay percentile. Trained generators put about a tenth of their clips in a
-# cluster far below the rest, so the 10th percentile of 512 clips lands in or out of it by chance: the shipped
-# SpecGAN-critic checkpoint's moved from -43 to -64 dB over eight latent seeds; 8 x 512 clips: -49 dB.
+# cluster far below the rest, so the 10th percentile of 512 clips lands in or out of it by chance: the SpecGAN-critic
+# checkpoint shipped before the post-filter moved from -43 to -64 dB over eight latent seeds; 8 x 512 clips: -49 dB.
 DECAY_DRAWS = 8
 
 
