@@ -306,6 +306,21 @@ def test_decay_db_known_values():
         gan_eval.decay_db(torch.zeros(4000))
 
 
+def test_decay_metrics_pool_the_draws_after_the_scored_one():
+    model = W.WaveGAN(TINY).eval()
+    n, seed = 16, 3
+    clf = gan_eval.AudioClassifier(gan_eval.ClassifierConfig(("a", "b")))
+    test = R.TrainingClips(_bursts(8, TINY.slice_length), torch.tensor([0, 1] * 4), ["a", "b"])
+    with torch.no_grad():
+        draws = [model.generate(n, torch.Generator().manual_seed(seed + 1 + k)) for k in range(R.DECAY_DRAWS)]
+        m = R.decay_metrics(model, clf, test, draws[0], seed)
+    pooled = gan_eval.decay_db(torch.cat(draws))
+    assert m["decay_p10_db"]["generated_clips"] == R.DECAY_DRAWS * n
+    assert m["decay_p10_db"]["generated"] == round(float(pooled.quantile(0.1)), 1)
+    assert not torch.equal(draws[0], draws[1])                       # distinct draws, not one repeated
+    assert m["decay_p10_db"]["real"] == round(float(gan_eval.decay_db(test.audio).quantile(0.1)), 1)
+
+
 def test_max_correlation_finds_copies_at_any_lag_and_under_noise():
     g = torch.Generator().manual_seed(0)
     t = torch.arange(2048) / 16_000
