@@ -311,8 +311,11 @@ def test_mushra_widget_plays_moves_and_saves_in_jupyterlab(driver, lab):
                            "'.jp-OutputArea-output .widget-slider .noUi-handle');", 30, "a slider handle")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", handle)
     from selenium.webdriver.common.keys import Keys
-    for _ in range(5):
-        handle.send_keys(Keys.ARROW_RIGHT)               # 50 -> 55, as a listener would move it
+    for value in range(51, 56):                          # 50 -> 55, as a listener would move it, one key at a time:
+        handle.send_keys(Keys.ARROW_RIGHT)               # each press shown before the next (a busy page drops keys)
+        _wait(driver, "const r = jupyterapp.shell.currentWidget.node.querySelector('.jp-OutputArea-output "
+                      f".widget-slider .widget-readout'); return r && r.textContent.trim() === '{value}';",
+              10, f"the first slider's readout at {value}")
     button = driver.find_element("xpath", "//button[contains(., 'Save my scores')]")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
     button.click()
