@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -159,10 +159,13 @@ class HierarchicalVQVAE(nn.Module):
         return VQVAELosses(total, wave, spec, log_spec, commit)
 
     @torch.no_grad()
-    def encode(self, wav: Tensor) -> list[Tensor]:
-        """Audio (B, 1, T) -> codes per level, bottom first: [(B, T/8), (B, T/32), (B, T/128)] int64."""
+    def encode(self, wav: Tensor, levels: Sequence[int] = (0, 1, 2)) -> list[Tensor]:
+        """Audio (B, 1, T) -> codes per level, bottom first: [(B, T/8), (B, T/32), (B, T/128)] int64.
+        ``levels`` picks some of them (each level has its own encoder: ``levels=(2,)`` costs a third)."""
+        if any(lv not in range(len(self.encoders)) for lv in levels):
+            raise ValueError(f"levels must be among 0 (bottom) .. {len(self.encoders) - 1} (top), got {tuple(levels)}.")
         x = self._prepare(wav)
-        return [vq.encode(enc(x)) for enc, vq in zip(self.encoders, self.quantizers)]
+        return [self.quantizers[lv].encode(self.encoders[lv](x)) for lv in levels]
 
     @torch.no_grad()
     def decode(self, codes: Tensor, level: int) -> Tensor:

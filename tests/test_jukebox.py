@@ -32,6 +32,10 @@ def test_each_level_has_its_hop_length_and_reconstructs_on_its_own():
         assert model.decode(c, level).shape == (2, 1, 7936)             # every level alone makes audio
     assert [model.tokens_per_second(i) for i in range(3)] == [2000, 500, 125]
     assert len(model.encoders) == len(model.decoders) == 3 and model.encoders[0] is not model.encoders[2]
+    top, bottom = model.encode(wav, levels=(2, 0))                       # one level without the others
+    assert torch.equal(top, codes[2]) and torch.equal(bottom, codes[0])
+    with pytest.raises(ValueError, match="levels must be among 0"):
+        model.encode(wav, levels=(3,))
 
 
 def test_vqvae_training_lowers_the_loss_and_the_error_rises_from_bottom_to_top():
