@@ -137,6 +137,23 @@ def test_a_stage_warm_starts_from_a_checkpoint_with_an_added_input(trained, tmp_
                                          "--run-dir", str(tmp_path / "run2")])
 
 
+def test_a_stage_trains_at_its_own_size_and_still_assembles(trained, tmp_path):
+    args = trained["stages"] + ["--stage", "coarse", "--layers", "2", "--width", "48",
+                                "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]
+    assert R.train_cli(args) == 0
+    info = checkpoint.read_card(tmp_path / "out")
+    assert info["settings"]["layers"] == 2 and info["settings"]["width"] == 48
+    coarse = checkpoint.load_pretrained(tmp_path / "out", A.CoarseStage, A.AudioLMConfig)
+    tiny = A.AudioLMConfig.preset("tiny")
+    assert (coarse.config.coarse_layers, coarse.config.coarse_width) == (2, 48)
+    assert (coarse.config.fine_layers, coarse.config.fine_width) == (tiny.fine_layers, tiny.fine_width)
+    old = A.load_pretrained(trained["audiolm"])                      # a bigger stage 2 beside the preset's others
+    model = A.AudioLM(old.semantic, coarse, old.fine, old.semantic_model, old.codec)
+    assert model.continue_(torch.randn(1, 1, 8000) * 0.1, 0.8, generator=torch.Generator().manual_seed(0)).ndim == 3
+    with pytest.raises(SystemExit, match="multiple of"):
+        R.train_cli(trained["stages"] + ["--stage", "coarse", "--width", "47", "--run-dir", str(tmp_path / "r2")])
+
+
 def test_perturbed_utterances_follow_the_recorded_ones_at_new_speeds():
     plain, plain_ids = R.training_clips("voices", 4)
     clips, ids = R.training_clips("voices", 2, perturbed=2, speed=(0.85, 1.15))
@@ -191,6 +208,7 @@ def test_generate_writes_continuations_and_unconditional_clips(trained, tmp_path
     (["--stage", "coarse", "--hubert", "h", "--semantic", "s", "--coarse", "c"], "go together"),
     (["--stage", "hubert", "--data", "voices-mix", "--heldout-speaker", "nobody"], "nobody"),
     (["--stage", "coarse", "--hubert", "h", "--semantic-layer", "1"], "--semantic-layer belongs"),
+    (["--stage", "hubert", "--layers", "2"], "size a token stage"),
     (["--stage", "coarse", "--hubert", "h", "--perturbed-size", "2", "--perturb-speed", "1.2", "0.9"], "LOW <= HIGH"),
 ])
 def test_bad_flags_fail_before_training(extra, match, tmp_path):

@@ -155,6 +155,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=None, help="default: 5e-4 (hubert), 1e-3 (stages)")
     p.add_argument("--dropout", type=_probability, default=None, help="default: the preset's; on a CPU 0 makes "
                    "the coarse stage ~5x faster (attention dropout forces PyTorch's slow attention path)")
+    p.add_argument("--layers", type=positive_int, default=None, help="stages semantic/coarse/fine: the trained "
+                   "stage's transformer blocks (default: the preset's)")
+    p.add_argument("--width", type=positive_int, default=None, help="stages semantic/coarse/fine: its width, a "
+                   "multiple of the preset's heads (default: the preset's)")
     p.add_argument("--aligned-semantic", action="store_true", help="stage coarse: each code also hears its frame's "
                    "semantic token (AudioLMConfig.aligned_semantic)")
     p.add_argument("--init", default=None, help="stages semantic/coarse/fine: start from this checkpoint's weights "
@@ -267,6 +271,8 @@ def train_cli(argv: Sequence[str]) -> int:
                          f"name (hubert-speech).")
     if args.semantic_layer and args.stage != "hubert":
         raise SystemExit("--semantic-layer belongs to --stage hubert (it chooses what the semantic tokens are).")
+    if (args.layers or args.width) and args.stage == "hubert":
+        raise SystemExit("--layers and --width size a token stage; --stage hubert takes its size from --preset.")
     if (args.semantic is None) != (args.coarse is None) or (args.semantic and args.stage != "fine"):
         raise SystemExit("--semantic and --coarse go together, with --stage fine (they assemble the three stages).")
     if args.perturb_speed[0] > args.perturb_speed[1]:
@@ -284,6 +290,7 @@ def train_cli(argv: Sequence[str]) -> int:
                    hubert=args.hubert, heldout_speaker=args.heldout_speaker, dropout=args.dropout,
                    **({"init": args.init} if args.init else {}),
                    **({"aligned_semantic": True} if args.aligned_semantic else {}),
+                   **{k: getattr(args, k) for k in ("layers", "width") if getattr(args, k)},
                    **({"crop_s": args.crop_s, "warm_start": args.warm_start} if args.stage == "hubert" else {}),
                    **({"semantic_layer": args.semantic_layer} if args.semantic_layer else {}),
                    **({"perturbed_size": args.perturbed_size, "perturb_speed": args.perturb_speed}
@@ -295,6 +302,7 @@ def train_cli(argv: Sequence[str]) -> int:
     hubert, codec = hubert_lib.load_pretrained(args.hubert), codec_lib.load_pretrained(args.codec)
     config = AudioLMConfig.preset(run.preset).with_tokenizers(hubert, codec, args.hubert, args.codec)
     config = config if args.dropout is None else dataclasses.replace(config, dropout=args.dropout)
+    config = _sized(config, args.stage, args.layers, args.width)
     if args.aligned_semantic:
         if args.stage != "coarse":
             raise SystemExit("--aligned-semantic belongs to --stage coarse (the stage that hears the semantic tokens).")
@@ -336,6 +344,15 @@ def train_cli(argv: Sequence[str]) -> int:
                                                                "fine": info}, dtype=torch.float16)
     print(f"saved {', '.join(f'{run.out}-{k}' for k in STAGES)}", file=sys.stderr)
     return 0
+
+
+def _sized(config: AudioLMConfig, stage: str, layers: int | None, width: int | None) -> AudioLMConfig:
+    """``config`` with the trained stage's ``--layers`` and ``--width`` (None keeps the preset's); the other
+    stages' sizes stay, so the stage still assembles with stages of the preset."""
+    if width is not None and width % config.n_head:
+        raise SystemExit(f"--width {width} must be a multiple of the preset's {config.n_head} attention heads.")
+    sizes = {f"{stage}_layers": layers, f"{stage}_width": width}
+    return dataclasses.replace(config, **{k: v for k, v in sizes.items() if v is not None})
 
 
 def _warm_start(stage: torch.nn.Module, init: str) -> None:
