@@ -15,7 +15,8 @@ has). Tokens are extracted once per run. The semantic and coarse stages train in
 ``--semantic`` and ``--coarse`` (not resume settings: rerun a finished fine run with them to assemble),
 measures the pipeline and writes ``OUT-semantic``, ``OUT-coarse``, ``OUT-fine`` (``--out
 assets/checkpoints/audiolm-speech --force`` ships them); without them it exports OUT alone. The stages'
-configs record ``--hubert`` and ``--codec`` as given: name shipped checkpoints there.
+configs record ``--hubert`` and ``--codec`` as given: name shipped checkpoints there. ``--layers`` and ``--width``
+size the trained stage apart from its preset; the stages of a pipeline need not be the same size.
 
 Rulers (chosen before training, none used in training; :mod:`course_lib.recipes.audiolm_rulers`):
 
