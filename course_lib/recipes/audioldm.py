@@ -371,7 +371,7 @@ def bench(seconds: float = 1.0, steps: int = 50) -> dict:
         mel = model.vae.decode(z / model.vae.scale_factor)
         vae = best_time(lambda: model.vae.decode(z / model.vae.scale_factor), repeat=3)
         vocoder = best_time(lambda: model.vocoder(mel), repeat=3)
-        total = best_time(lambda: model.generate(["a kick drum"], seconds, steps, generator=g), repeat=1)
+        total = best_time(lambda: model.generate(["a kick drum"], seconds, steps, generator=g), repeat=3)
     return {"seconds": seconds, "ddim_steps": steps, "unet_step_ms_guided": round(1000 * unet, 2),
             "unet_rtf": round(steps * unet / seconds, 3), "vae_decode_rtf": round(vae / seconds, 4),
             "vocoder_rtf": round(vocoder / seconds, 4), "total_rtf": round(total / seconds, 3),
