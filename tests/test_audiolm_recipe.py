@@ -152,6 +152,7 @@ def test_a_stage_trains_at_its_own_size_and_still_assembles(trained, tmp_path):
     assert model.continue_(torch.randn(1, 1, 8000) * 0.1, 0.8, generator=torch.Generator().manual_seed(0)).ndim == 3
     with pytest.raises(SystemExit, match="multiple of"):
         R.train_cli(trained["stages"] + ["--stage", "coarse", "--width", "47", "--run-dir", str(tmp_path / "r2")])
+    assert not (tmp_path / "r2").exists()
 
 
 def test_perturbed_utterances_follow_the_recorded_ones_at_new_speeds():

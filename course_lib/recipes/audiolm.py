@@ -296,6 +296,8 @@ def train_cli(argv: Sequence[str]) -> int:
                    **({"semantic_layer": args.semantic_layer} if args.semantic_layer else {}),
                    **({"perturbed_size": args.perturbed_size, "perturb_speed": args.perturb_speed}
                       if args.perturbed_size else {}))
+    if args.width and args.width % (heads := AudioLMConfig.preset(run.preset).n_head):
+        raise SystemExit(f"--width {args.width} must be a multiple of the preset's {heads} attention heads.")
     # The held-out clips before training: a missing synthesizer or speaker fails now, not after hours.
     sets = eval_sets(args.data, args.eval_size or 64, args.seed, args.heldout_speaker)
     if args.stage == "hubert":
@@ -349,9 +351,7 @@ def train_cli(argv: Sequence[str]) -> int:
 
 def _sized(config: AudioLMConfig, stage: str, layers: int | None, width: int | None) -> AudioLMConfig:
     """``config`` with the trained stage's ``--layers`` and ``--width`` (None keeps the preset's); the other
-    stages' sizes stay, so the stage still assembles with stages of the preset."""
-    if width is not None and width % config.n_head:
-        raise SystemExit(f"--width {width} must be a multiple of the preset's {config.n_head} attention heads.")
+    stages' sizes stay, so the stage still assembles with stages of the preset. ``train_cli`` checked the width."""
     sizes = {f"{stage}_layers": layers, f"{stage}_width": width}
     return dataclasses.replace(config, **{k: v for k, v in sizes.items() if v is not None})
 
