@@ -47,8 +47,8 @@ from course_lib.audio import change_speed, load, resample, save, to_mono
 from course_lib.audiolm import (PRESETS, STAGES, AudioLM, AudioLMConfig, AudioTokens, CoarseStage, FineStage,
                                 SemanticStage, dedup, extract_tokens, fit_stage, load_pretrained, save_pretrained)
 from course_lib.recipes import codec as codec_recipe
-from course_lib.recipes.audiolm_rulers import (SR, digit_ruler, fsdd_digits, intelligibility_report, probe_report,
-                                               speaker_test, spoken_digits, stage_report)
+from course_lib.recipes.audiolm_rulers import (RULER_UTTERANCES, SR, digit_ruler, fsdd_digits, intelligibility_report,
+                                               probe_report, speaker_test, spoken_digits, stage_report)
 from course_lib.recipes.common import (best_time, cached, card, digest, eval_parser, eval_plan, export,
                                        nonnegative_int, plan_run, positive_float, positive_int, refuse_shipped_parts,
                                        runs_before, train_parser)
@@ -125,8 +125,9 @@ def tokens_cached(path: Path, clips: Sequence[Tensor], hubert: hubert_lib.HuBERT
 
 
 # ----------------------------------------------------------------------------- the pipeline's rulers
-def _speaker_tests(model: AudioLM, speakers: int, prompts_per_speaker: int, seed: int) -> dict:
-    return {group: speaker_test(model, which, speakers, prompts_per_speaker, seed=seed)
+def _speaker_tests(model: AudioLM, speakers: int, prompts_per_speaker: int, seed: int,
+                   ruler_utterances: int = RULER_UTTERANCES) -> dict:
+    return {group: speaker_test(model, which, speakers, prompts_per_speaker, ruler_utterances, seed)
             for group, which in (("unseen", "heldout"), ("seen", "train"))}
 
 
@@ -261,7 +262,8 @@ def _train_hubert(args, run, lr: float, sets) -> int:
 
 def _eval_info(args) -> dict:
     return {"data": args.data, "eval_size": args.eval_size or 64, **{k: getattr(args, k) for k in (
-        "heldout_speaker", "probe_speakers", "fsdd_probe_takes", "speakers", "prompts_per_speaker")}}
+        "heldout_speaker", "probe_speakers", "fsdd_probe_takes", "speakers", "prompts_per_speaker")},
+            "ruler_utterances": RULER_UTTERANCES}
 
 
 def train_cli(argv: Sequence[str]) -> int:
@@ -420,7 +422,8 @@ def eval_cli(argv: Sequence[str]) -> dict:
         "speaker_test" in info.get("metrics", {}))
     if speakers:
         m = args.prompts_per_speaker or ev.get("prompts_per_speaker", 2)
-        out["metrics"]["fine"]["speaker_test"] = _speaker_tests(model, speakers, m, seed)
+        out["metrics"]["fine"]["speaker_test"] = _speaker_tests(model, speakers, m, seed,
+                                                                ev.get("ruler_utterances", 4))  # 4 before 2026-12-05
         out["metrics"]["fine"]["intelligibility"] = _intelligibility(
             model, args.probe_speakers or ev.get("probe_speakers", 8), seed)
     return {**out, "card_metrics": {k: c.get("metrics") for k, c in cards.items()}}

@@ -35,7 +35,7 @@ from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["SR", "DIGITS", "ENGLISH", "stage_report", "ProbeSet", "spoken_digits", "fsdd_digits", "LinearClassifier",
            "fit_linear", "linear_probe", "probe_report", "speaker_features", "SpeakerRuler", "speaker_ruler",
-           "speaker_test", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
+           "speaker_test", "RULER_UTTERANCES", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
 
 SR = 16_000
 ENGLISH = ("en-us", "en", "en-gb-scotland", "en-029")
@@ -220,6 +220,7 @@ class SpeakerRuler(NamedTuple):
 
 
 CODED_BITRATES = RULER_OPUS_BITRATES   # Opus bitrates (bit/s) the speaker test's ruler also hears its voices at
+RULER_UTTERANCES = 32                  # "val" utterances per speaker the speaker test's ruler learns from
 
 
 def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str],
@@ -240,13 +241,16 @@ def _roster(which: str, n: int) -> list[str]:
 
 @torch.no_grad()
 def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, prompts_per_speaker: int = 2,
-                 ruler_utterances: int = 4, seed: int = 0, coded_bitrates: Sequence[float] = CODED_BITRATES) -> dict:
+                 ruler_utterances: int = RULER_UTTERANCES, seed: int = 0, coded_bitrates: Sequence[float] = CODED_BITRATES) -> dict:
     """AudioLM's speaker test: does a continuation keep its prompt's speaker?
 
     ``n_speakers`` espeak-ng speakers of the ``which`` roster ("train": seen in training, "heldout": never);
     the ruler learns them from ``ruler_utterances`` "val" utterances each, as recorded and through Opus at
     ``coded_bitrates`` (trained on uncoded speech alone it named the speaker of 30% of Opus-6-kbps-coded
-    held-out sentences, against 100% uncoded: a ruler that fails on any codec cannot judge acoustic tokens);
+    held-out sentences, against 100% uncoded: a ruler that fails on any codec cannot judge acoustic tokens).
+    32 utterances, not fewer: on real second halves of 10 x 10 prompts (seed 1) the ruler named the speaker
+    0.89 / 0.92 / 0.97 / 0.98 of the time (seen voices) and 0.88 / 0.90 / 0.91 / 0.93 (unseen) after 4 / 8 / 16 /
+    32 utterances per speaker, and a ruler that misses real speech cannot certify a continuation;
     the prompts are the first half of the coarse window of "test" utterances, continued by the other half, with
     and without the acoustic prompt; the real rest of each utterance is the ceiling, and the same rest coded and
     decoded by the model's codec is the ceiling its acoustic tokens allow. ``real_coarse_generated_fine`` keeps the
