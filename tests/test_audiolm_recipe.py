@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -103,6 +104,22 @@ def test_each_stage_card_has_held_out_bits_beside_baselines(trained):
     assert model.config.hubert == str(trained["hubert"])
     assert checkpoint.read_card(f"{trained['audiolm']}-semantic")["metrics"] == \
         checkpoint.read_card(trained["semantic"])["metrics"]
+
+
+def test_eval_measures_the_speaker_test_with_the_cards_ruler(trained, tmp_path, monkeypatch):
+    heard = []
+    monkeypatch.setattr(R, "speaker_test", lambda *a: heard.append(a[4]) or {})
+    monkeypatch.setattr(R, "_intelligibility", lambda *a: {})
+    R.eval_cli(["--checkpoint", str(trained["audiolm"])])
+    assert heard == [rulers.RULER_UTTERANCES] * 2                   # what the card was measured with
+    for st in A.STAGES:                                             # a card from before the ruler had 32 utterances
+        shutil.copytree(f"{trained['audiolm']}-{st}", tmp_path / f"old-{st}")
+    card = json.loads((tmp_path / "old-fine" / "card.json").read_text())
+    del card["eval"]["ruler_utterances"]
+    (tmp_path / "old-fine" / "card.json").write_text(json.dumps(card))
+    heard.clear()
+    R.eval_cli(["--checkpoint", str(tmp_path / "old")])
+    assert heard == [4, 4]
 
 
 def test_eval_reproduces_the_cards(trained):

@@ -261,9 +261,9 @@ def _train_hubert(args, run, lr: float, sets) -> int:
 
 
 def _eval_info(args) -> dict:
-    return {"data": args.data, "eval_size": args.eval_size or 64, **{k: getattr(args, k) for k in (
-        "heldout_speaker", "probe_speakers", "fsdd_probe_takes", "speakers", "prompts_per_speaker")},
-            "ruler_utterances": RULER_UTTERANCES}
+    return {"data": args.data, "eval_size": args.eval_size or 64, "ruler_utterances": RULER_UTTERANCES,
+            **{k: getattr(args, k) for k in ("heldout_speaker", "probe_speakers", "fsdd_probe_takes", "speakers",
+                                             "prompts_per_speaker")}}
 
 
 def train_cli(argv: Sequence[str]) -> int:
@@ -422,8 +422,8 @@ def eval_cli(argv: Sequence[str]) -> dict:
         "speaker_test" in info.get("metrics", {}))
     if speakers:
         m = args.prompts_per_speaker or ev.get("prompts_per_speaker", 2)
-        out["metrics"]["fine"]["speaker_test"] = _speaker_tests(model, speakers, m, seed,
-                                                                ev.get("ruler_utterances", 4))  # 4 before 2026-12-05
+        utterances = ev.get("ruler_utterances", 4)         # cards written before 2026-12-05 measured with 4
+        out["metrics"]["fine"]["speaker_test"] = _speaker_tests(model, speakers, m, seed, utterances)
         out["metrics"]["fine"]["intelligibility"] = _intelligibility(
             model, args.probe_speakers or ev.get("probe_speakers", 8), seed)
     return {**out, "card_metrics": {k: c.get("metrics") for k, c in cards.items()}}

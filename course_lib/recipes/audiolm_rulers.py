@@ -241,7 +241,8 @@ def _roster(which: str, n: int) -> list[str]:
 
 @torch.no_grad()
 def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, prompts_per_speaker: int = 2,
-                 ruler_utterances: int = RULER_UTTERANCES, seed: int = 0, coded_bitrates: Sequence[float] = CODED_BITRATES) -> dict:
+                 ruler_utterances: int = RULER_UTTERANCES, seed: int = 0,
+                 coded_bitrates: Sequence[float] = CODED_BITRATES) -> dict:
     """AudioLM's speaker test: does a continuation keep its prompt's speaker?
 
     ``n_speakers`` espeak-ng speakers of the ``which`` roster ("train": seen in training, "heldout": never);
