@@ -358,12 +358,14 @@ def make_optimizers(model: WaveGAN, lr: float = 1e-4,
 
 
 def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sample_real: Callable[[], Tensor],
-               generator: torch.Generator | None = None, n_critic: int = 5, gp_weight: float = 10.0) -> WaveGANLosses:
+               generator: torch.Generator | None = None, n_critic: int = 5, gp_weight: float = 10.0,
+               spectral_weight: float = 1.0) -> WaveGANLosses:
     """One WGAN-GP generator step preceded by ``n_critic`` critic steps (Gulrajani et al., algorithm 1).
 
     With a spectrogram critic, both critics train on the same batches, each with its own penalty
-    (the spectrogram critic's on its log-spectrogram input), and the generator climbs the sum of
-    their scores; the returned losses are the sums.
+    (the spectrogram critic's on its log-spectrogram input), and the generator climbs the waveform
+    critic's score plus ``spectral_weight`` times the spectrogram critic's; the returned losses are the
+    critics' sums.
     """
     G, D, S = model.generator, model.discriminator, model.spectral_critic
     critic_opts = [optimizers[n] for n in ("discriminator", "spectral_critic") if n in optimizers]
@@ -393,7 +395,7 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
         p.requires_grad_(False)
     try:
         fake = G(model.sample_latent(real.shape[0], generator))
-        loss_g = -critic(fake).mean() - (S(model.expand(fake)).mean() if S is not None else 0)
+        loss_g = -critic(fake).mean() - (spectral_weight * S(model.expand(fake)).mean() if S is not None else 0)
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
@@ -406,7 +408,8 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
 def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
         generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
         batch_size: int = 64, n_critic: int = 5, gp_weight: float = 10.0, lr: float = 1e-4,
-        betas: tuple[float, float] = (0.5, 0.9), optimizers: dict | None = None, settings: dict | None = None,
+        betas: tuple[float, float] = (0.5, 0.9), spectral_weight: float = 1.0,
+        optimizers: dict | None = None, settings: dict | None = None,
         callback: Callable | None = None, callback_every: int = 0, progress: bool = True,
         log_every: int = 10) -> TrainResult:
     """Train with WGAN-GP (the paper's recipe by default) through :class:`course_lib.train.Trainer`.
@@ -420,6 +423,7 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
         generator: every random draw (batches, z, phase shuffle, GP); checkpointed with the run.
         checkpoint_dir: resumable checkpoints (``last.pt``); training resumes from it automatically.
         batch_size, n_critic, gp_weight, lr, betas: the WGAN-GP recipe (paper: 64, 5, 10, 1e-4, (0.5, 0.9)).
+        spectral_weight: the spectrogram critic's share of the generator's objective (see :func:`train_step`).
         optimizers: pass a previous result's ``optimizers`` to continue in a notebook.
         callback: ``callback(step, trainer)`` every ``callback_every`` steps (e.g. listen).
     """
@@ -431,6 +435,11 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
         raise ValueError("clips contain NaN/inf or are all silent; check the data source.")
     if steps < 1 or batch_size < 1 or n_critic < 1:
         raise ValueError(f"steps, batch_size and n_critic must be >= 1, got {steps}, {batch_size}, {n_critic}.")
+    if spectral_weight != 1.0 and model.spectral_critic is None:
+        raise ValueError(f"spectral_weight={spectral_weight} needs a spectrogram critic; set "
+                         f"WaveGANConfig.spectral_critic (--spectral-critic 8) or leave the weight at 1.")
+    if spectral_weight < 0:
+        raise ValueError(f"spectral_weight must be >= 0, got {spectral_weight}.")
     device = next(model.parameters()).device
     clips = model.compress(clips.to(device))                         # the critic judges the GAN's own domain
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -452,7 +461,7 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
                       generators={"samples": generator})
 
     def step_fn(step: int) -> WaveGANLosses:
-        losses = train_step(model, optimizers, sample_real, generator, n_critic, gp_weight)
+        losses = train_step(model, optimizers, sample_real, generator, n_critic, gp_weight, spectral_weight)
         model.update_ema(step)
         return losses
 

@@ -396,6 +396,27 @@ def test_spectral_critic_features_shapes_and_penalty_domain():
     torch.testing.assert_close(gp, (w.norm() - 1) ** 2)
 
 
+def test_spectral_weight_scales_the_spectrogram_critics_pull_on_the_generator():
+    cfg = replace(TINY, spectral_critic=2)
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    moves = {}
+    for w in (0.0, 1.0, 2.0):
+        torch.manual_seed(0)
+        model = W.WaveGAN(cfg)
+        with torch.no_grad():                                   # a waveform critic deaf to its input
+            for p in model.discriminator.parameters():
+                p.zero_()
+        opt = W.make_optimizers(model)
+        opt["generator"] = torch.optim.SGD(model.generator.parameters(), lr=1.0)   # the move is minus the gradient
+        before = [p.clone() for p in model.generator.parameters()]
+        W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0), n_critic=1, spectral_weight=w)
+        moves[w] = torch.cat([(p - b).flatten() for p, b in zip(model.generator.parameters(), before)])
+    assert moves[0.0].abs().max() == 0 and moves[1.0].abs().max() > 0
+    torch.testing.assert_close(moves[2.0], 2 * moves[1.0])
+    with pytest.raises(ValueError, match="spectrogram critic"):
+        W.fit(W.WaveGAN(TINY), real, steps=1, spectral_weight=2.0, progress=False)
+
+
 def test_spectral_critic_trains_beside_the_waveform_critic():
     cfg = replace(TINY, spectral_critic=2)
     model = W.WaveGAN(cfg)

@@ -208,6 +208,8 @@ def _train_parser():
                    help="train on mu-law companded waveforms with this mu (255; default 0: linear, as in the paper)")
     p.add_argument("--spectral-critic", type=nonnegative_int, default=0,
                    help="width of a second critic on log-spectrograms (SpecGAN's; 8 for small); default 0: off")
+    p.add_argument("--spectral-weight", type=positive_float, default=1.0,
+                   help="weight of the spectrogram critic's score in the generator's objective (default 1: the sum)")
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
                    help="taps of the paper's learned post-processing filter after the generator (paper: 512; default "
                         "0: none); with --init-from a checkpoint without one, it starts as the identity")
@@ -223,7 +225,8 @@ def train_cli(argv: Sequence[str]) -> int:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
                    mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from,
-                   **({"post_filter": args.post_filter} if args.post_filter else {}))
+                   **({"post_filter": args.post_filter} if args.post_filter else {}),
+                   **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
                   post_filter_length=args.post_filter)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
@@ -240,7 +243,8 @@ def train_cli(argv: Sequence[str]) -> int:
                 g.identity_post_filter_()
     result = fit(model.to(run.device), train.audio, steps=run.steps, time_budget_s=args.time_budget,
                  generator=torch.Generator().manual_seed(args.seed), checkpoint_dir=run.run_dir,
-                 batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, settings=run.settings,
+                 batch_size=batch_size, n_critic=args.n_critic, lr=args.lr, spectral_weight=args.spectral_weight,
+                 settings=run.settings,
                  progress=not args.no_progress)
     if not is_main_process() or not result.finished:
         return export(run, result, cfg, {})
