@@ -415,6 +415,8 @@ def test_spectral_weight_scales_the_spectrogram_critics_pull_on_the_generator():
     torch.testing.assert_close(moves[2.0], 2 * moves[1.0])
     with pytest.raises(ValueError, match="spectrogram critic"):
         W.fit(W.WaveGAN(TINY), real, steps=1, spectral_weight=2.0, progress=False)
+    with pytest.raises(SystemExit, match="--spectral-critic 8"):        # the command line says so before any work
+        R.train_cli(["--preset", "tiny", "--steps", "1", "--spectral-weight", "2"])
 
 
 def test_spectral_critic_trains_beside_the_waveform_critic():

@@ -221,6 +221,9 @@ def _train_parser():
 def train_cli(argv: Sequence[str]) -> int:
     """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
     args = _train_parser().parse_args(argv)
+    if args.spectral_weight != 1.0 and not args.spectral_critic:
+        raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
+                         f"not have; add --spectral-critic 8 or drop --spectral-weight.")
     if args.eval_size is None:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
