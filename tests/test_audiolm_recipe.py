@@ -260,6 +260,17 @@ def test_probe_and_ruler_separate_what_they_should():
     assert not torch.equal(coded.classifier.mean, ruler.classifier.mean)     # the coded copies are in its statistics
 
 
+def test_language_floor_counts_the_speakers_that_share_a_language():
+    """One speaker per language scores 1 by language alone; English dialects count as one language."""
+    assert rulers.language_floor(["de+a", "fr+b"]) == 1.0
+    assert rulers.language_floor(["en-us+a", "en-029+b", "de+c"]) == pytest.approx((0.5 + 0.5 + 1) / 3)
+    seen = rulers.roster("train", 10)
+    assert len(seen) == len(set(seen)) == 10 and all("+" in s for s in seen)
+    assert 1 / len(seen) < rulers.language_floor(seen) < 1
+    with pytest.raises(ValueError, match="language\\+variant"):
+        rulers.language_floor(["adam"])
+
+
 def test_digit_ruler_recognises_digits_of_voices_it_never_heard():
     """The intelligibility ruler on real (synthesized) digits of held-out voices: far above chance (0.1)."""
     ruler = rulers.digit_ruler(n_speakers=4, takes=2)

@@ -35,7 +35,7 @@ from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["SR", "DIGITS", "ENGLISH", "stage_report", "ProbeSet", "spoken_digits", "fsdd_digits", "LinearClassifier",
            "fit_linear", "linear_probe", "probe_report", "speaker_features", "SpeakerRuler", "speaker_ruler",
-           "speaker_test", "RULER_UTTERANCES", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
+           "roster", "language_floor", "speaker_test", "RULER_UTTERANCES", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
 
 SR = 16_000
 ENGLISH = ("en-us", "en", "en-gb-scotland", "en-029")
@@ -234,9 +234,23 @@ def speaker_ruler(clips: Sequence[Tensor], speakers: Sequence[str],
     return SpeakerRuler(fit_linear(speaker_features([*clips, *coded]), y, len(names)), names)
 
 
-def _roster(which: str, n: int) -> list[str]:
-    roster = voices.list_speakers(which)
-    return [roster[i * len(roster) // n].name for i in range(min(n, len(roster)))]
+def roster(which: str, n: int) -> list[str]:
+    """The speaker test's ``n`` speakers ("language+variant" names), spread over the ``which`` roster."""
+    speakers = voices.list_speakers(which)
+    return [speakers[i * len(speakers) // n].name for i in range(min(n, len(speakers)))]
+
+
+def language_floor(speakers: Sequence[str]) -> float:
+    """The speaker test's score if a continuation kept only its prompt's language and guessed among the
+    roster's speakers of that language (English dialects, :data:`ENGLISH`, as one): the mean over ``speakers``
+    of 1 / (speakers sharing its language). Stage 1 continues the prompt's words in their language, so with
+    several languages on a roster this, not 1 / len(speakers), is the floor of the test without the acoustic
+    prompt (AudioLM's 3.2 % is on one language)."""
+    if not speakers or any("+" not in s for s in speakers):
+        raise ValueError(f"speakers must be 'language+variant' names such as 'en-us+adam' (see roster()), "
+                         f"got {list(speakers)!r}.")
+    lang = ["en" if s.split("+")[0] in ENGLISH else s.split("+")[0] for s in speakers]
+    return sum(1 / lang.count(x) for x in lang) / len(lang)
 
 
 @torch.no_grad()
@@ -258,7 +272,7 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     rest's real coarse codes and lets stage 3 draw its fine codes (from its own generator, so the other figures
     do not move): the speaker that stage 3 alone keeps, which tells a voice lost in stage 2 from one lost in 3.
     """
-    names = _roster(which, n_speakers)
+    names = roster(which, n_speakers)
     r_clips, r_ids = codec_recipe.voices_clips("val", names, ruler_utterances * len(names), SR, seed)
     ruler = speaker_ruler(r_clips, [i.rsplit(":", 1)[1] for i in r_ids], coded_bitrates)
     cfg, hop = model.config, model.config.hop_length * model.config.frames_per_semantic    # samples per token
