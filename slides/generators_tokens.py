@@ -170,6 +170,13 @@ def num_audiolm_rtf(stage: str = "total") -> str:
     return f"{_audiolm_bench()[f'{stage}_rtf']:.2f}"
 
 
+@number("audiolm_language_floor")
+def num_audiolm_language_floor(which: str = "heldout", n: str = "10") -> str:
+    """The speaker test's score if only the prompt's language were kept (``rulers.language_floor``), in %."""
+    from course_lib.recipes import audiolm_rulers as rulers
+    return f"{100 * rulers.language_floor(rulers.roster(which, int(n))):.1f} %"
+
+
 @lru_cache(maxsize=1)
 def _audiolm_bench() -> dict:
     from course_lib.recipes.audiolm import bench
