@@ -67,8 +67,9 @@ CITED: dict[str, set[float]] = {
     # AudioLM (Borsos et al. 2023): Table III's 92.6 % and 3.2 %; codec frames every 20 ms (50 Hz), semantic tokens
     # every 40 ms; w2v-BERT's 600 M parameters; HuBERT (Hsu et al. 2021): 13 MFCCs, spans of l = 10 frames.
     "05_audiolm": {92.6, 3.2, 20, 40, 50, 600, 13},
-    # AudioLDM (Liu et al. 2023): hop 160 at 16 kHz, betas 0.0015 -> 0.0195 over T = 1,000 steps; section 3.3.
-    "07_audioldm": {160, 0.0015, 0.0195, 1000, 3.3},
+    # AudioLDM (Liu et al. 2023): hop 160 at 16 kHz, betas 0.0015 -> 0.0195 over T = 1,000 steps; section 3.3;
+    # it samples with 200 DDIM steps (haoheliu/AudioLDM, text_to_audio's ddim_steps default).
+    "07_audioldm": {160, 0.0015, 0.0195, 1000, 3.3, 200},
     # MUSHRA (ITU-R BS.1534-3): the low anchor is the reference low-passed at 3.5 kHz, scores run 0..100;
     # SoundStream's frames every 20 ms (50 Hz); AudioLDM's 50 DDIM steps of the deck's measurement.
     "08_evaluation_and_future": {3.5, 100, 20, 50},
