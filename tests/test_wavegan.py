@@ -417,6 +417,8 @@ def test_spectral_weight_scales_the_spectrogram_critics_pull_on_the_generator():
         W.fit(W.WaveGAN(TINY), real, steps=1, spectral_weight=2.0, progress=False)
     with pytest.raises(SystemExit, match="--spectral-critic 8"):        # the command line says so before any work
         R.train_cli(["--preset", "tiny", "--steps", "1", "--spectral-weight", "2"])
+    with pytest.raises(SystemExit, match="--ema-decay 1.0 never lets the average move"):
+        R.train_cli(["--preset", "tiny", "--steps", "1", "--ema-decay", "1"])
 
 
 def test_spectral_critic_trains_beside_the_waveform_critic():
@@ -511,8 +513,10 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     # Fine-tuned with the paper's post-filter added: it starts as the identity and is recorded.
     ft = tmp_path / "ft"
     assert R.train_cli([*common[:2], "--steps", "1", *common[4:10], "--post-filter", "9", "--init-from", str(out),
-                        "--out", str(ft), "--run-dir", str(tmp_path / "run-ft"), "--threads", "1"]) == 0
+                        "--ema-decay", "0.99", "--out", str(ft), "--run-dir", str(tmp_path / "run-ft"),
+                        "--threads", "1"]) == 0
     tuned = W.load_pretrained(ft)
+    assert tuned.config.ema_decay == 0.99 and checkpoint.read_card(ft)["settings"]["ema_decay"] == 0.99
     identity = torch.zeros(1, 1, 9)
     identity[..., 4] = 1.0                                           # one step of Adam moves a tap by about lr
     assert tuned.config.post_filter_length == 9

@@ -215,6 +215,9 @@ def _train_parser():
                         "0: none); with --init-from a checkpoint without one, it starts as the identity")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's generator, average and critic (same preset), e.g. to fine-tune")
+    p.add_argument("--ema-decay", type=positive_float, default=WaveGANConfig.ema_decay,
+                   help="decay d of the generator's weight average that samples come from (not in the paper; default "
+                        "%(default)s, about the last 1/(1-d) steps); the card also judges the generator without it")
     return p
 
 
@@ -224,14 +227,18 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.spectral_weight != 1.0 and not args.spectral_critic:
         raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
                          f"not have; add --spectral-critic 8 or drop --spectral-weight.")
+    if args.ema_decay >= 1:
+        raise SystemExit(f"--ema-decay {args.ema_decay} never lets the average move; pick a value below 1 such as 0.99 "
+                         f"(about the last 100 steps) or the default {WaveGANConfig.ema_decay}.")
     if args.eval_size is None:
         args.eval_size = 512
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
                    mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from,
                    **({"post_filter": args.post_filter} if args.post_filter else {}),
-                   **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}))
+                   **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}),
+                   **({"ema_decay": args.ema_decay} if args.ema_decay != WaveGANConfig.ema_decay else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
-                  post_filter_length=args.post_filter)
+                  post_filter_length=args.post_filter, ema_decay=args.ema_decay)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
