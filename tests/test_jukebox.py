@@ -429,3 +429,26 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
     assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb5-vqvae", "--init-from", "jb-priors",
                         "--gen-per-style", "0", "--run-dir", "runs/jb5p", "--out", "jb5-priors"]) == 0
     assert R.load_pretrained(str(tmp_path / "jb5")).priors.config.codebook_sizes == (64, 64, 96)
+
+
+def test_generation_report_asks_every_key_equally_often_and_each_style_for_different_keys(monkeypatch):
+    from collections import Counter
+
+    from course_lib.recipes import jukebox as R
+    asked = []
+
+    def generate(n, style, key, tempo, seconds, generator=None):
+        asked.append((style, key))
+        return torch.zeros(n, 1, 160)
+    model = SimpleNamespace(styles=tuple(STYLES)[:6], sample_rate=16_000, vqvae=None, generate=generate)
+    keys_heard = iter(k for _, k in asked)                  # lazily: the ruler hears what was asked
+    monkeypatch.setattr(R, "estimate_key", lambda wav, sr: SimpleNamespace(name=next(keys_heard)))
+    monkeypatch.setattr(R, "estimate_tempo", lambda wav, sr: 100.0)
+    monkeypatch.setattr(R, "top_codes", lambda vqvae, wav: torch.zeros(len(wav), 4, dtype=torch.long))
+    blind = SimpleNamespace(predict=lambda wav: SimpleNamespace(logits=torch.zeros(len(wav), 6)))
+    codes = torch.zeros(3, 4, dtype=torch.long)
+    out = R.generation_report(model, blind, codes, codes, per_style=16, seconds=0.01)
+    assert out["songs"] == len(asked) == 96 and out["key_accuracy"] == 1.0
+    assert set(Counter(k for _, k in asked).values()) == {4} and len({k for _, k in asked}) == 24
+    for style in model.styles:
+        assert len({k for s, k in asked if s == style}) == 16          # no style asks for a key twice

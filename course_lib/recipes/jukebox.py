@@ -28,7 +28,7 @@ import torch
 from course_lib import checkpoint, gan_eval
 from course_lib.baselines import RULER_OPUS_BITRATES, opus
 from course_lib.data.songs import STYLES, Songs, estimate_key, estimate_tempo
-from course_lib.jukebox import (PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPriors, PriorConfig, SongCodes,
+from course_lib.jukebox import (KEYS, PRESETS, HierarchicalVQVAE, Jukebox, JukeboxPriors, PriorConfig, SongCodes,
                                 VQVAEConfig, fit_priors, fit_vqvae, load_pretrained, prior_losses, spectral_loss)
 from course_lib.metrics import multiscale_mel_distance
 from course_lib.quantize import codebook_stats
@@ -140,29 +140,35 @@ def generation_report(model: Jukebox, clf: gan_eval.AudioClassifier, train_top: 
     Tempos are requested at the two ends of each style's range (half the songs each), never in its middle: a prior
     that knew only each style's usual tempo would then miss by half the range, reported beside the error as
     ``median_relative_tempo_error_style_only``; ``tempo_order_right`` is the share of (slow, fast) request pairs of
-    a style whose songs are heard in that order (chance 0.5)."""
+    a style whose songs are heard in that order (chance 0.5).
+
+    Keys: song i of style s asks for ``KEYS[(4 s + i) % 24]``: each style asks for different keys and, with six
+    styles of 16 songs, every key is asked for four times (one fixed key per style put six style/key pairs behind
+    the figure; a prior that missed one pair missed all its songs)."""
     g = torch.Generator().manual_seed(seed)
     right, right_uncoded, tempo_err, blind_err, key_right, n, nn_gen, order = 0, 0, [], [], 0, 0, [], []
-    keys = ("A minor", "C major", "E minor", "F major", "D minor", "G major")
     for s, style in enumerate(model.styles):
-        key, (slow, fast) = keys[s % len(keys)], STYLES[style].tempo
+        keys, (slow, fast) = [KEYS[(4 * s + i) % len(KEYS)] for i in range(per_style)], STYLES[style].tempo
         heard = {}
-        for tempo, count in ((float(slow), (per_style + 1) // 2), (float(fast), per_style // 2)):
+        for tempo, count, first in ((float(slow), (per_style + 1) // 2, 0),
+                                    (float(fast), per_style // 2, (per_style + 1) // 2)):
             if not count:
                 continue
-            wav = model.generate(count, style, key, tempo, seconds, generator=g)
+            asked = keys[first:first + count]
+            wav = torch.cat([model.generate(1, style, key, tempo, seconds, generator=g) for key in asked])
             right += int((clf.predict(wav).logits.argmax(-1) == s).sum())
             if uncoded_clf is not None:
                 right_uncoded += int((uncoded_clf.predict(wav).logits.argmax(-1) == s).sum())
             heard[tempo] = [estimate_tempo(w, model.sample_rate) for w in wav]
             tempo_err += [abs(h - tempo) / tempo for h in heard[tempo]]
             blind_err += [abs((slow + fast) / 2 - tempo) / tempo] * count
-            key_right += sum(estimate_key(w, model.sample_rate).name == key for w in wav)
+            key_right += sum(estimate_key(w, model.sample_rate).name == key for w, key in zip(wav, asked))
             nn_gen.append(_nn_distance(top_codes(model.vqvae, wav), train_top))
             n += count
         if len(heard) == 2:
             order += [h_fast > h_slow for h_slow in heard[float(slow)] for h_fast in heard[float(fast)]]
     out = {"songs": n, "style_accuracy": round(right / n, 4), "tempo_requests": "both ends of each style's range",
+           "key_requests": "every key equally often, each style different keys",
            "median_relative_tempo_error": round(float(torch.tensor(tempo_err).median()), 4),
            "median_relative_tempo_error_style_only": round(float(torch.tensor(blind_err).median()), 4),
            "key_accuracy": round(key_right / n, 4),
