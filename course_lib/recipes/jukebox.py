@@ -312,14 +312,8 @@ def train_cli(argv: Sequence[str]) -> int:
                          song_seconds=args.seconds)
         model = JukeboxPriors(config)
         if args.init_from:
-            start = checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig)
-            new_top = start.config.codebook_sizes[2] != config.codebook_sizes[2]   # the top prior and the middle
-            if new_top and (args.top_only or args.upsamplers_only):               # conditioner start afresh
-                raise SystemExit(f"--vqvae's top level has {config.codebook_sizes[2]} codes, --init-from's priors "
-                                 f"{start.config.codebook_sizes[2]}: the top prior and the middle upsampler must both "
-                                 f"learn the new codes; drop --top-only / --upsamplers-only.")
-            warm_start(model, start, args.init_from, fresh=("top.", "conditioners.1.") if new_top else (),
-                       widened=() if new_top else ("top.cond_proj.weight", "top.prefix_emb.weight"))
+            warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from,
+                       widened=("top.cond_proj.weight", "top.prefix_emb.weight"))
         model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
