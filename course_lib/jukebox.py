@@ -68,26 +68,10 @@ class VQVAEConfig:
     spectral_weight: float = 1.0
     log_spectral_weight: float = 1.0              # log-magnitude term beside the paper's spectral loss (0: paper)
     dead_code_threshold: float = 0.1              # restart codes used < 10% of a fair share
-    top_width: int = 0                            # the top level's own capacity (0: as the others). At hop 128 the
-    top_depth: int = 0                            # paper's (64, 4, 2,048) kept the key of 0.65 of validation songs,
-    top_codebook_size: int = 0                    # the course's 0.46 (one-level VQ-VAEs, 4,000 steps each)
 
     def __post_init__(self) -> None:
         if any(h < 2 or h & (h - 1) for h in self.hop_lengths) or list(self.hop_lengths) != sorted(self.hop_lengths):
             raise ValueError(f"hop_lengths must be increasing powers of two, got {self.hop_lengths}.")
-        if min(self.top_width, self.top_depth, self.top_codebook_size) < 0:
-            raise ValueError("top_width, top_depth and top_codebook_size must be >= 0 (0: as the other levels).")
-
-    def capacity(self, level: int) -> tuple[int, int, int]:
-        """(width, depth, codebook size) of ``level`` (0 bottom .. top): the top level's may differ (``top_*``)."""
-        if level != len(self.hop_lengths) - 1:
-            return self.width, self.depth, self.codebook_size
-        return self.top_width or self.width, self.top_depth or self.depth, self.top_codebook_size or self.codebook_size
-
-    @property
-    def codebook_sizes(self) -> tuple[int, ...]:
-        """K of every level, bottom first."""
-        return tuple(self.capacity(level)[2] for level in range(len(self.hop_lengths)))
 
     @staticmethod
     def preset(name: str) -> VQVAEConfig:
@@ -98,22 +82,20 @@ PRESETS = {"tiny": VQVAEConfig(width=8, depth=1, codebook_size=64, codebook_dim=
            "small": VQVAEConfig(), "base": VQVAEConfig(width=64, depth=4, codebook_size=2048)}
 
 
-def _encoder(cfg: VQVAEConfig, level: int) -> nn.Sequential:
+def _encoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
     """Audio (B, 1, T) -> latents (B, D, T / hop): log2(hop) stride-2 blocks (Jukebox's EncoderConvBlock)."""
-    (c, depth, _), hop = cfg.capacity(level), cfg.hop_lengths[level]
-    layers = [PaddedConv1d(1, c, 3)]
+    c, layers = cfg.width, [PaddedConv1d(1, cfg.width, 3)]
     for _ in range(int(math.log2(hop))):
         layers += [PaddedConv1d(c, c, 4, stride=2)]
-        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in range(depth)]
+        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in range(cfg.depth)]
     return nn.Sequential(*layers, PaddedConv1d(c, cfg.codebook_dim, 3))
 
 
-def _decoder(cfg: VQVAEConfig, level: int) -> nn.Sequential:
+def _decoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
     """Latents (B, D, L) -> audio (B, 1, L * hop): the mirror, dilations reversed (Jukebox's DecoderConvBock)."""
-    (c, depth, _), hop = cfg.capacity(level), cfg.hop_lengths[level]
-    layers = [PaddedConv1d(cfg.codebook_dim, c, 3)]
+    c, layers = cfg.width, [PaddedConv1d(cfg.codebook_dim, cfg.width, 3)]
     for _ in range(int(math.log2(hop))):
-        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in reversed(range(depth))]
+        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in reversed(range(cfg.depth))]
         layers += [PaddedConvTranspose1d(c, c, 2)]
     return nn.Sequential(*layers, PaddedConv1d(c, 1, 3))
 
@@ -137,11 +119,11 @@ class HierarchicalVQVAE(nn.Module):
     def __init__(self, config: VQVAEConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or VQVAEConfig()
-        levels = range(len(cfg.hop_lengths))
-        self.encoders = nn.ModuleList(_encoder(cfg, lv) for lv in levels)
-        self.decoders = nn.ModuleList(_decoder(cfg, lv) for lv in levels)
+        self.encoders = nn.ModuleList(_encoder(cfg, h) for h in cfg.hop_lengths)
+        self.decoders = nn.ModuleList(_decoder(cfg, h) for h in cfg.hop_lengths)
         self.quantizers = nn.ModuleList(
-            VectorQuantizer(cfg.codebook_dim, k, dead_code_threshold=cfg.dead_code_threshold) for k in cfg.codebook_sizes)
+            VectorQuantizer(cfg.codebook_dim, cfg.codebook_size, dead_code_threshold=cfg.dead_code_threshold)
+            for _ in cfg.hop_lengths)
 
     @property
     def sample_rate(self) -> int:
@@ -162,13 +144,11 @@ class HierarchicalVQVAE(nn.Module):
                              f"({1000 * top / self.sample_rate:.0f} ms at {self.sample_rate} Hz).")
         return F.pad(wav, (0, -wav.shape[-1] % top))                # T a multiple of every hop
 
-    def forward(self, wav: Tensor, generator: torch.Generator | None = None,
-                levels: Sequence[int] | None = None) -> VQVAELosses:
-        """Training losses of all three levels (or of ``levels``) on a batch (B, 1, T)."""
+    def forward(self, wav: Tensor, generator: torch.Generator | None = None) -> VQVAELosses:
+        """Training losses of all three levels on a batch (B, 1, T)."""
         x, cfg = self._prepare(wav), self.config
         wave, spec, log_spec, commit = x.new_zeros(()), x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
-        for lv in range(len(self.hop_lengths)) if levels is None else levels:
-            enc, vq, dec = self.encoders[lv], self.quantizers[lv], self.decoders[lv]
+        for enc, vq, dec in zip(self.encoders, self.quantizers, self.decoders):
             q = vq(enc(x), generator=generator)                     # z_q (B, D, L) with straight-through
             x_hat = dec(q.quantized)                                # (B, 1, T)
             wave = wave + waveform_loss(x_hat, x)
@@ -194,9 +174,8 @@ class HierarchicalVQVAE(nn.Module):
             raise ValueError(f"level must be 0 (bottom) .. {len(self.hop_lengths) - 1} (top), got {level}.")
         if codes.dim() != 2 or codes.dtype != torch.long:
             raise ValueError(f"codes must be (B, L) int64 of one level, got {tuple(codes.shape)} {codes.dtype}.")
-        k = self.config.codebook_sizes[level]
-        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
-            raise ValueError(f"codes of level {level} must lie in 0..{k - 1}; were they made by another model or level?")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise ValueError(f"codes must lie in 0..{self.config.codebook_size - 1}; were they made by another model?")
         return self.decoders[level](self.quantizers[level].decode(codes))
 
 
@@ -207,7 +186,6 @@ class PriorConfig:
 
     styles: tuple[str, ...] = ("waltz", "rock", "bossa", "dance", "march", "ambient")   # course_lib.data.songs
     codebook_size: int = 512                 # K of the VQ-VAE levels
-    top_codebook_size: int = 0               # K of the top level when it differs (VQVAEConfig.top_codebook_size)
     level_ratio: int = 4                     # tokens of a level per token of the level above (32 / 8, 128 / 32)
     top_context: int = 384                   # top tokens per window (3 s at 125 tokens/s; paper: 8,192)
     top_layers: int = 4
@@ -226,10 +204,6 @@ class PriorConfig:
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
     guidance: float = 1.0                    # top prior sampled with classifier-free guidance (1: off)
     unknown_style: bool = False              # the top prior also learns songs asked for nothing (style hidden too)
-
-    @property
-    def codebook_sizes(self) -> tuple[int, int, int]:   # K of the bottom, middle and top codes
-        return self.codebook_size, self.codebook_size, self.top_codebook_size or self.codebook_size
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
@@ -295,13 +269,13 @@ class JukeboxPriors(nn.Module):
         super().__init__()
         self.config = cfg = config or PriorConfig()
         self.top = TokenLM(TransformerConfig(
-            vocab_size=cfg.codebook_sizes[2], block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
+            vocab_size=cfg.codebook_size, block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
             n_embd=cfg.top_width, prefix_vocab_size=cfg.prefix_vocab_size, cond_dim=cfg.top_cond_dim))
         self.upsamplers = nn.ModuleList(TokenLM(TransformerConfig(
             vocab_size=cfg.codebook_size, block_size=cfg.up_context + 1, n_layer=cfg.up_layers, n_head=cfg.n_heads,
             n_embd=cfg.up_width, prefix_vocab_size=cfg.up_prefix_vocab_size, cond_dim=cfg.up_width)) for _ in range(2))
-        self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_sizes[level + 1], cfg.up_width, cfg.level_ratio,
-                                                      cfg.conditioner_depth) for level in range(2))   # the level above
+        self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_size, cfg.up_width, cfg.level_ratio,
+                                                      cfg.conditioner_depth) for _ in range(2))
 
     def style_id(self, style: str) -> int:
         if style not in self.config.styles:
@@ -372,28 +346,20 @@ def random_crops(clips: Tensor, batch_size: int, length: int, generator: torch.G
 def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
               generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
               batch_size: int = 8, crop_s: float = 0.5, lr: float = 3e-4, settings: dict | None = None,
-              progress: bool = True, log_every: int = 10, decoders_only: bool = False,
-              top_only: bool = False) -> TrainResult:
+              progress: bool = True, log_every: int = 10, decoders_only: bool = False) -> TrainResult:
     """Train the three autoencoders at once on random crops of songs (N, 1, T) (Adam, as the paper).
 
     ``decoders_only``: freeze the encoders and codebooks, so every song keeps its codes (and priors
     trained on them stay valid), and train only the decoders (e.g. a new loss for cleaner sound).
-    ``top_only``: train only the top level (the levels are independent autoencoders; e.g. a wider top level
-    beside trained bottom and middle levels, whose codes and upsampler stay valid).
     """
     if clips.dim() != 3 or clips.shape[1] != 1:
         raise ValueError(f"clips must be (N, 1, T), got {tuple(clips.shape)}.")
-    if decoders_only and top_only:
-        raise ValueError("decoders_only and top_only exclude each other: pick one (or neither to train all).")
     torch.set_flush_denormal(True)                # decaying notes hold subnormal floats: 10-100x slower convs
-    hop = model.hop_lengths[-1]
-    length = max(hop, int(crop_s * model.sample_rate) // hop * hop)
+    top = model.hop_lengths[-1]
+    length = max(top, int(crop_s * model.sample_rate) // top * top)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
-    top = len(model.hop_lengths) - 1
-    frozen = (nn.ModuleList([model.encoders, model.quantizers]) if decoders_only else
-              nn.ModuleList([m[lv] for m in (model.encoders, model.quantizers, model.decoders) for lv in range(top)])
-              if top_only else nn.ModuleList())
+    frozen = nn.ModuleList([model.encoders, model.quantizers]) if decoders_only else nn.ModuleList()
     frozen.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     trainer = Trainer({"vqvae": model}, {"adam": opt}, TrainConfig(
@@ -402,8 +368,7 @@ def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budge
 
     def step_fn(step: int) -> VQVAELosses:
         frozen.eval()                                               # no EMA updates, no code restarts
-        crops = random_crops(clips, batch_size, length, generator).to(device)
-        return optimizer_step(model(crops, generator, levels=(top,) if top_only else None), opt, 5.0)
+        return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
 
     try:
         trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
@@ -520,9 +485,9 @@ class Jukebox(nn.Module):
 
     def __init__(self, vqvae: HierarchicalVQVAE, priors: JukeboxPriors) -> None:
         super().__init__()
-        if vqvae.config.codebook_sizes != priors.config.codebook_sizes:
-            raise ValueError(f"The VQ-VAE has {vqvae.config.codebook_sizes} codes per level, the priors "
-                             f"{priors.config.codebook_sizes}: train them together (course-lib train jukebox).")
+        if vqvae.config.codebook_size != priors.config.codebook_size:
+            raise ValueError(f"The VQ-VAE has {vqvae.config.codebook_size} codes per level, the priors "
+                             f"{priors.config.codebook_size}: train them together (course-lib train jukebox).")
         self.vqvae, self.priors = vqvae.eval(), priors.eval()
 
     @property
