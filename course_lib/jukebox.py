@@ -16,9 +16,8 @@ each able to reconstruct audio on its own, coarse at the top, detailed at the bo
   transposed convolution that upsamples to the lower level's rate, added to every position, and on
   the style (and the key, with ``key_upsamplers``) as prefix tokens.
 
-Faithful where it matters (openai/jukebox ``vqvae/encdec.py`` Encoder/Decoder with stride-2 conv
-blocks and Resnet1D stacks of dilation growth 3, ``vqvae/bottleneck.py`` EMA codebooks with random
-restarts, ``vqvae/vqvae.py`` ``multispectral_loss``, ``prior/conditioners.py`` Conditioner): widths,
+Faithful where it matters (openai/jukebox ``vqvae/`` for the VQ-VAE, which lives in
+:mod:`course_lib.jukebox_vqvae` and is re-exported here, ``prior/conditioners.py`` Conditioner): widths,
 codebook sizes and contexts are course-sized. Shapes: B batch, T samples, L frames of a level, N
 tokens, D codebook width, K codebook size, C channels.
 
@@ -30,17 +29,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import checkpoint
-from course_lib.audio import check_audio
-from course_lib.nn import PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
-from course_lib.quantize import VectorQuantizer
-from course_lib.spectral import log_magnitude_loss, spectral_loss   # Jukebox's loss and its log partner
+from course_lib.jukebox_vqvae import (PRESETS, HierarchicalVQVAE, VQVAEConfig, VQVAELosses, fit_vqvae, log_line,
+                                      random_crops, waveform_loss)
+from course_lib.nn import PaddedConvTranspose1d, ResidualUnit
+from course_lib.spectral import log_magnitude_loss, spectral_loss   # re-exported: the VQ-VAE's losses
 from course_lib.train import TrainConfig, Trainer, TrainResult, optimizer_step, warmup_cosine
 from course_lib.transformer import TokenLM, TransformerConfig
 
@@ -52,133 +51,6 @@ KEYS = tuple(f"{n} {m}" for m in ("major", "minor") for n in
              ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"))
 
 
-# ============================================================================= the hierarchical VQ-VAE
-@dataclass(frozen=True)
-class VQVAEConfig:
-    """Three autoencoders; the defaults (``small``) train on a laptop CPU in about half an hour."""
-
-    sample_rate: int = 16_000
-    hop_lengths: tuple[int, ...] = (8, 32, 128)   # bottom, middle, top; powers of 2 (paper: 8, 32, 128)
-    width: int = 32                               # C of every conv stack (paper: 64)
-    depth: int = 2                                # residual units per stride-2 block, dilations 1, 3 (paper: 4)
-    codebook_size: int = 512                      # K per level (paper: 2,048)
-    codebook_dim: int = 64                        # D (paper: 64)
-    commit_weight: float = 1.0                    # beta (paper: 0.02; in short CPU runs z_e then drifts away
-                                                  # from the EMA codebooks: commit loss 126 after 50 steps)
-    spectral_weight: float = 1.0
-    log_spectral_weight: float = 1.0              # log-magnitude term beside the paper's spectral loss (0: paper)
-    dead_code_threshold: float = 0.1              # restart codes used < 10% of a fair share
-
-    def __post_init__(self) -> None:
-        if any(h < 2 or h & (h - 1) for h in self.hop_lengths) or list(self.hop_lengths) != sorted(self.hop_lengths):
-            raise ValueError(f"hop_lengths must be increasing powers of two, got {self.hop_lengths}.")
-
-    @staticmethod
-    def preset(name: str) -> VQVAEConfig:
-        return checkpoint.preset(PRESETS, name, "Jukebox VQ-VAE")
-
-
-PRESETS = {"tiny": VQVAEConfig(width=8, depth=1, codebook_size=64, codebook_dim=16),
-           "small": VQVAEConfig(), "base": VQVAEConfig(width=64, depth=4, codebook_size=2048)}
-
-
-def _encoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
-    """Audio (B, 1, T) -> latents (B, D, T / hop): log2(hop) stride-2 blocks (Jukebox's EncoderConvBlock)."""
-    c, layers = cfg.width, [PaddedConv1d(1, cfg.width, 3)]
-    for _ in range(int(math.log2(hop))):
-        layers += [PaddedConv1d(c, c, 4, stride=2)]
-        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in range(cfg.depth)]
-    return nn.Sequential(*layers, PaddedConv1d(c, cfg.codebook_dim, 3))
-
-
-def _decoder(cfg: VQVAEConfig, hop: int) -> nn.Sequential:
-    """Latents (B, D, L) -> audio (B, 1, L * hop): the mirror, dilations reversed (Jukebox's DecoderConvBock)."""
-    c, layers = cfg.width, [PaddedConv1d(cfg.codebook_dim, cfg.width, 3)]
-    for _ in range(int(math.log2(hop))):
-        layers += [ResidualUnit(c, 3 ** d, kernel_size=3, activation=nn.ReLU) for d in reversed(range(cfg.depth))]
-        layers += [PaddedConvTranspose1d(c, c, 2)]
-    return nn.Sequential(*layers, PaddedConv1d(c, 1, 3))
-
-
-def waveform_loss(est: Tensor, ref: Tensor) -> Tensor:
-    """L2 on samples relative to the reference's energy (the paper divides by the data's bandwidth)."""
-    return ((est - ref).square().flatten(1).mean(1) / ref.square().flatten(1).mean(1).clamp_min(1e-8)).mean()
-
-
-class VQVAELosses(NamedTuple):
-    total: Tensor
-    waveform: Tensor    # relative L2 on samples (waveform_loss), summed over levels
-    spectral: Tensor    # spectral_loss, summed over levels
-    log_spectral: Tensor  # log_magnitude_loss, summed over levels
-    commit: Tensor      # ||z_e - sg(z_q)||^2, summed over levels
-
-
-class HierarchicalVQVAE(nn.Module):
-    """Three separate autoencoders over the same audio, one per hop length (bottom, middle, top)."""
-
-    def __init__(self, config: VQVAEConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or VQVAEConfig()
-        self.encoders = nn.ModuleList(_encoder(cfg, h) for h in cfg.hop_lengths)
-        self.decoders = nn.ModuleList(_decoder(cfg, h) for h in cfg.hop_lengths)
-        self.quantizers = nn.ModuleList(
-            VectorQuantizer(cfg.codebook_dim, cfg.codebook_size, dead_code_threshold=cfg.dead_code_threshold)
-            for _ in cfg.hop_lengths)
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def hop_lengths(self) -> tuple[int, ...]:
-        return self.config.hop_lengths
-
-    def tokens_per_second(self, level: int) -> float:
-        return self.sample_rate / self.hop_lengths[level]
-
-    def _prepare(self, wav: Tensor) -> Tensor:
-        wav = check_audio(wav, ndim=3, channels=1, allow_silent=True, name="Jukebox input")
-        top = self.hop_lengths[-1]
-        if wav.shape[-1] < top:
-            raise ValueError(f"Jukebox input is too short: {wav.shape[-1]} samples; one top-level token needs {top} "
-                             f"({1000 * top / self.sample_rate:.0f} ms at {self.sample_rate} Hz).")
-        return F.pad(wav, (0, -wav.shape[-1] % top))                # T a multiple of every hop
-
-    def forward(self, wav: Tensor, generator: torch.Generator | None = None) -> VQVAELosses:
-        """Training losses of all three levels on a batch (B, 1, T)."""
-        x, cfg = self._prepare(wav), self.config
-        wave, spec, log_spec, commit = x.new_zeros(()), x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
-        for enc, vq, dec in zip(self.encoders, self.quantizers, self.decoders):
-            q = vq(enc(x), generator=generator)                     # z_q (B, D, L) with straight-through
-            x_hat = dec(q.quantized)                                # (B, 1, T)
-            wave = wave + waveform_loss(x_hat, x)
-            spec = spec + spectral_loss(x_hat, x)
-            log_spec = log_spec + (log_magnitude_loss(x_hat, x) if cfg.log_spectral_weight else 0.0)
-            commit = commit + q.commit_loss
-        total = wave + cfg.spectral_weight * spec + cfg.log_spectral_weight * log_spec + cfg.commit_weight * commit
-        return VQVAELosses(total, wave, spec, log_spec, commit)
-
-    @torch.no_grad()
-    def encode(self, wav: Tensor, levels: Sequence[int] = (0, 1, 2)) -> list[Tensor]:
-        """Audio (B, 1, T) -> codes per level, bottom first: [(B, T/8), (B, T/32), (B, T/128)] int64.
-        ``levels`` picks some of them (each level has its own encoder: ``levels=(2,)`` costs a third)."""
-        if any(lv not in range(len(self.encoders)) for lv in levels):
-            raise ValueError(f"levels must be among 0 (bottom) .. {len(self.encoders) - 1} (top), got {tuple(levels)}.")
-        x = self._prepare(wav)
-        return [self.quantizers[lv].encode(self.encoders[lv](x)) for lv in levels]
-
-    @torch.no_grad()
-    def decode(self, codes: Tensor, level: int) -> Tensor:
-        """Codes (B, L) of ``level`` (0 bottom .. 2 top) -> audio (B, 1, L * hop_lengths[level])."""
-        if not 0 <= level < len(self.hop_lengths):
-            raise ValueError(f"level must be 0 (bottom) .. {len(self.hop_lengths) - 1} (top), got {level}.")
-        if codes.dim() != 2 or codes.dtype != torch.long:
-            raise ValueError(f"codes must be (B, L) int64 of one level, got {tuple(codes.shape)} {codes.dtype}.")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
-            raise ValueError(f"codes must lie in 0..{self.config.codebook_size - 1}; were they made by another model?")
-        return self.decoders[level](self.quantizers[level].decode(codes))
-
-
 # ============================================================================= priors
 @dataclass(frozen=True)
 class PriorConfig:
@@ -186,6 +58,7 @@ class PriorConfig:
 
     styles: tuple[str, ...] = ("waltz", "rock", "bossa", "dance", "march", "ambient")   # course_lib.data.songs
     codebook_size: int = 512                 # K of the VQ-VAE levels
+    top_codebook_size: int = 0               # K of the top level when it differs (VQVAEConfig.top_codebook_size)
     level_ratio: int = 4                     # tokens of a level per token of the level above (32 / 8, 128 / 32)
     top_context: int = 384                   # top tokens per window (3 s at 125 tokens/s; paper: 8,192)
     top_layers: int = 4
@@ -204,6 +77,10 @@ class PriorConfig:
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
     guidance: float = 1.0                    # top prior sampled with classifier-free guidance (1: off)
     unknown_style: bool = False              # the top prior also learns songs asked for nothing (style hidden too)
+
+    @property
+    def codebook_sizes(self) -> tuple[int, int, int]:   # K of the bottom, middle and top codes
+        return self.codebook_size, self.codebook_size, self.top_codebook_size or self.codebook_size
 
     @property
     def top_cond_dim(self) -> int:           # fraction elapsed (one-hot) | metronome (sin, cos of beat and half beat)
@@ -269,13 +146,13 @@ class JukeboxPriors(nn.Module):
         super().__init__()
         self.config = cfg = config or PriorConfig()
         self.top = TokenLM(TransformerConfig(
-            vocab_size=cfg.codebook_size, block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
+            vocab_size=cfg.codebook_sizes[2], block_size=cfg.top_context + 4, n_layer=cfg.top_layers, n_head=cfg.n_heads,
             n_embd=cfg.top_width, prefix_vocab_size=cfg.prefix_vocab_size, cond_dim=cfg.top_cond_dim))
         self.upsamplers = nn.ModuleList(TokenLM(TransformerConfig(
             vocab_size=cfg.codebook_size, block_size=cfg.up_context + 1, n_layer=cfg.up_layers, n_head=cfg.n_heads,
             n_embd=cfg.up_width, prefix_vocab_size=cfg.up_prefix_vocab_size, cond_dim=cfg.up_width)) for _ in range(2))
-        self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_size, cfg.up_width, cfg.level_ratio,
-                                                      cfg.conditioner_depth) for _ in range(2))
+        self.conditioners = nn.ModuleList(Conditioner(cfg.codebook_sizes[level + 1], cfg.up_width, cfg.level_ratio,
+                                                      cfg.conditioner_depth) for level in range(2))   # the level above
 
     def style_id(self, style: str) -> int:
         if style not in self.config.styles:
@@ -327,56 +204,7 @@ class JukeboxPriors(nn.Module):
         return self.upsamplers[level](codes[:, :-1], targets=codes, prefix=prefix, cond=cond).loss
 
 
-# ============================================================================= training
-def _log(step: int, trainer: Trainer) -> None:
-    """A plain log line every few steps when there is no progress bar (long background runs)."""
-    rec = trainer.history.records[-1]
-    print(f"step {step} t={rec['time_s']:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in rec.items()
-                                                           if k not in ("step", "time_s")), flush=True)
-
-
-def random_crops(clips: Tensor, batch_size: int, length: int, generator: torch.Generator | None) -> Tensor:
-    """(B, 1, length) random crops of (N, 1, T) clips, starting on a top-level hop."""
-    n, t = clips.shape[0], clips.shape[-1]
-    idx = torch.randint(0, n, (batch_size,), generator=generator)
-    start = torch.randint(0, max(1, t - length + 1), (batch_size,), generator=generator)
-    return torch.stack([clips[i, :, s:s + length] for i, s in zip(idx.tolist(), start.tolist())])
-
-
-def fit_vqvae(model: HierarchicalVQVAE, clips: Tensor, *, steps: int, time_budget_s: float | None = None,
-              generator: torch.Generator | None = None, checkpoint_dir: str | Path | None = None,
-              batch_size: int = 8, crop_s: float = 0.5, lr: float = 3e-4, settings: dict | None = None,
-              progress: bool = True, log_every: int = 10, decoders_only: bool = False) -> TrainResult:
-    """Train the three autoencoders at once on random crops of songs (N, 1, T) (Adam, as the paper).
-
-    ``decoders_only``: freeze the encoders and codebooks, so every song keeps its codes (and priors
-    trained on them stay valid), and train only the decoders (e.g. a new loss for cleaner sound).
-    """
-    if clips.dim() != 3 or clips.shape[1] != 1:
-        raise ValueError(f"clips must be (N, 1, T), got {tuple(clips.shape)}.")
-    torch.set_flush_denormal(True)                # decaying notes hold subnormal floats: 10-100x slower convs
-    top = model.hop_lengths[-1]
-    length = max(top, int(crop_s * model.sample_rate) // top * top)
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device = next(model.parameters()).device
-    frozen = nn.ModuleList([model.encoders, model.quantizers]) if decoders_only else nn.ModuleList()
-    frozen.requires_grad_(False)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    trainer = Trainer({"vqvae": model}, {"adam": opt}, TrainConfig(
-        max_steps=steps, time_budget_s=time_budget_s, checkpoint_dir=checkpoint_dir, log_every=log_every,
-        progress=progress, settings=settings), generators={"batches": generator})
-
-    def step_fn(step: int) -> VQVAELosses:
-        frozen.eval()                                               # no EMA updates, no code restarts
-        return optimizer_step(model(random_crops(clips, batch_size, length, generator).to(device), generator), opt, 5.0)
-
-    try:
-        trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
-    finally:                                                        # also when a step raises
-        frozen.requires_grad_(True)
-    return trainer.result(model.eval())
-
-
+# ============================================================================= training the priors
 class SongCodes(NamedTuple):
     """Songs encoded once for prior training (the paper pre-computes the codes too)."""
 
@@ -467,7 +295,7 @@ def fit_priors(priors: JukeboxPriors, data: SongCodes, *, steps: int, time_budge
             losses = losses._replace(total=losses.top if top_only else losses.middle + losses.bottom)
         return optimizer_step(losses, opt, 1.0)
 
-    trainer.fit(step_fn, callback=None if progress else _log, callback_every=50)
+    trainer.fit(step_fn, callback=None if progress else log_line, callback_every=50)
     priors.top.requires_grad_(True)
     frozen.requires_grad_(True)
     return trainer.result(priors.eval())
@@ -485,9 +313,9 @@ class Jukebox(nn.Module):
 
     def __init__(self, vqvae: HierarchicalVQVAE, priors: JukeboxPriors) -> None:
         super().__init__()
-        if vqvae.config.codebook_size != priors.config.codebook_size:
-            raise ValueError(f"The VQ-VAE has {vqvae.config.codebook_size} codes per level, the priors "
-                             f"{priors.config.codebook_size}: train them together (course-lib train jukebox).")
+        if vqvae.config.codebook_sizes != priors.config.codebook_sizes:
+            raise ValueError(f"The VQ-VAE has {vqvae.config.codebook_sizes} codes per level, the priors "
+                             f"{priors.config.codebook_sizes}: train them together (course-lib train jukebox).")
         self.vqvae, self.priors = vqvae.eval(), priors.eval()
 
     @property

@@ -8,7 +8,8 @@ model families import each other only where the course says so:
     data         course_lib.data.* (SynthWorld, captions, FSDD): primitives only
     root         course_lib/__init__.py (get_device, profile, show_setup): primitives and data
     models       wavegan codec clap jukebox hubert audiolm audioldm: primitives (+ the allowed models);
-                 audiolm_tokens is the AudioLM family's token layout, split off to keep audiolm.py readable
+                 audiolm_tokens is the AudioLM family's token layout and jukebox_vqvae the Jukebox family's
+                 VQ-VAE, each split off to keep its family's module readable
     external     course_lib.external.*: primitives and models
     recipes      course_lib.recipes.*: anything but cli
     cli          course_lib.cli, course_lib.__main__
@@ -21,8 +22,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "course_lib"
-MODELS = {"wavegan", "codec", "clap", "jukebox", "hubert", "audiolm", "audiolm_tokens", "audioldm"}
-MODEL_USES = {"audiolm": {"codec", "hubert", "audiolm_tokens"}, "audiolm_tokens": {"codec"},
+MODELS = {"wavegan", "codec", "clap", "jukebox", "jukebox_vqvae", "hubert", "audiolm", "audiolm_tokens", "audioldm"}
+MODEL_USES = {"audiolm": {"codec", "hubert", "audiolm_tokens"}, "audiolm_tokens": {"codec"}, "jukebox": {"jukebox_vqvae"},
               "audioldm": {"clap"}}                                     # DESIGN: "another model only where..."
 # Third-party packages a function may import late: optional, heavy, or needing numpy<2.
 OPTIONAL = {"laion_clap", "transformers", "torchvision", "pooch", "espeakng_loader", "pesq", "pystoi",

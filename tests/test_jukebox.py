@@ -54,6 +54,40 @@ def test_vqvae_training_lowers_the_loss_and_the_error_rises_from_bottom_to_top()
     assert errors[0] < errors[2], errors                                  # the paper's ordering (at least ends)
 
 
+def test_a_wider_top_level_trains_alone_and_the_priors_follow_its_codebook():
+    wide = replace(TINY, top_width=12, top_depth=2, top_codebook_size=96)
+    assert wide.capacity(0) == wide.capacity(1) == (8, 1, 64) and wide.capacity(2) == (12, 2, 96)
+    assert wide.codebook_sizes == (64, 64, 96) and TINY.codebook_sizes == (64, 64, 64)
+    torch.manual_seed(0)
+    model = J.HierarchicalVQVAE(wide)
+    assert model.encoders[2][0].conv.out_channels == 12 and model.quantizers[2].codebook_size == 96
+    lower = {k: v.clone() for k, v in model.state_dict().items() if not k.split(".")[1] == "2"}
+    top = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[1] == "2"}
+    J.fit_vqvae(model, _tones(4, 0.5), steps=3, batch_size=2, crop_s=0.25, progress=False, top_only=True)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in lower.items())          # bottom and middle untouched
+    assert any(not torch.equal(after[k], v) for k, v in top.items())        # the top level learned
+    codes = model.encode(_tones(1, 0.25))
+    assert int(codes[2].max()) < 96 and model.decode(codes[2], 2).shape[-1] == codes[2].shape[1] * 128
+    with pytest.raises(ValueError, match="level 2 must lie in 0..95"):
+        model.decode(torch.full((1, 2), 96), 2)
+    with pytest.raises(ValueError, match="exclude each other"):
+        J.fit_vqvae(model, _tones(2), steps=1, progress=False, top_only=True, decoders_only=True)
+    priors = J.JukeboxPriors(replace(TINY_PRIOR, top_codebook_size=96))
+    assert priors.top.config.vocab_size == 96 and priors.upsamplers[1].config.vocab_size == 64
+    assert priors.conditioners[1].embed.num_embeddings == 96 and priors.conditioners[0].embed.num_embeddings == 64
+    J.Jukebox(model.eval(), priors)                                         # codebooks agree level by level
+    with pytest.raises(ValueError, match="codes per level"):
+        J.Jukebox(model, J.JukeboxPriors(TINY_PRIOR))
+    # A warm start that rebuilds the top level keeps the others' weights.
+    narrow = J.HierarchicalVQVAE(TINY)
+    rebuilt = J.HierarchicalVQVAE(wide)
+    warm_start(rebuilt, narrow, "narrow", fresh=("encoders.2.", "decoders.2.", "quantizers.2."))
+    assert torch.equal(rebuilt.encoders[0][0].conv.weight, narrow.encoders[0][0].conv.weight)
+    with pytest.raises(SystemExit, match="layers differ"):
+        warm_start(J.HierarchicalVQVAE(wide), narrow, "narrow")
+
+
 def test_spectral_loss_is_zero_for_equal_signals_and_grows_with_noise():
     x = _tones(2, 0.5)
     assert J.spectral_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
@@ -377,6 +411,24 @@ def test_train_cli_both_stages_and_eval_cli_reproduce_the_cards(tmp_path, monkey
                     [*top_only.upsamplers.parameters(), *top_only.conditioners.parameters()]):
         torch.testing.assert_close(a, b)
     assert not torch.equal(before.priors.top.cond_proj.weight, top_only.top.cond_proj.weight[:, :-24])
+    # A wider top level trained alone beside the kept bottom and middle levels; priors follow its codebook.
+    with pytest.raises(SystemExit, match="--stage vqvae"):
+        R.train_cli(["--stage", "priors", *common, "--vqvae", "jb-vqvae", "--top-width", "12", "--out", "jb5-priors"])
+    with pytest.raises(SystemExit, match="--init-from"):
+        R.train_cli(["--stage", "vqvae", *common, "--top-only", "--out", "jb5-vqvae"])
+    assert R.train_cli(["--stage", "vqvae", *common, "--init-from", "jb-vqvae", "--top-only", "--top-width", "12",
+                        "--top-codebook-size", "96", "--run-dir", "runs/jb5", "--out", "jb5-vqvae"]) == 0
+    wide = checkpoint.load_pretrained("jb5-vqvae", J.HierarchicalVQVAE, J.VQVAEConfig)
+    assert wide.config.codebook_sizes == (64, 64, 96) and wide.config.capacity(2)[0] == 12
+    for a, b in zip(before.encode(wav)[:2], wide.encode(wav)[:2]):          # bottom and middle codes kept
+        torch.testing.assert_close(a, b)
+    assert checkpoint.read_card("jb5-vqvae")["settings"]["top_width"] == 12
+    with pytest.raises(SystemExit, match="must both learn the new codes"):
+        R.train_cli(["--stage", "priors", *common, "--vqvae", "jb5-vqvae", "--init-from", "jb-priors", "--top-only",
+                     "--out", "jb5-priors"])
+    assert R.train_cli(["--stage", "priors", *common, "--vqvae", "jb5-vqvae", "--init-from", "jb-priors",
+                        "--gen-per-style", "0", "--run-dir", "runs/jb5p", "--out", "jb5-priors"]) == 0
+    assert R.load_pretrained(str(tmp_path / "jb5")).priors.config.codebook_sizes == (64, 64, 96)
 
 
 def test_generation_report_asks_every_key_equally_often_and_each_style_for_different_keys(monkeypatch):

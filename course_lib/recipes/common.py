@@ -214,15 +214,17 @@ def export(run: Run, result: TrainResult, config: Any, card_: dict[str, Any],
 
 # ----------------------------------------------------------------------------- timing
 def warm_start(model: torch.nn.Module, start: torch.nn.Module, name: str, new: tuple[str, ...] = (),
-               widened: tuple[str, ...] = ()) -> None:
+               widened: tuple[str, ...] = (), fresh: tuple[str, ...] = ()) -> None:
     """``--init-from NAME``: copy ``start``'s weights into ``model``; every tensor must match in name and shape.
 
     ``new``: name prefixes of parts that ``model`` adds and ``start`` lacks (they keep their fresh weights).
+    ``fresh``: name prefixes of parts that ``model`` rebuilds (e.g. wider): ``start``'s are dropped, ours stay fresh.
     ``widened``: names of input weights (out, in) that ``model`` widens by more inputs, or of embedding tables
     (ids, width) that it extends by more ids: ``start``'s columns (rows) are copied and the new ones start at
     zero, so the widened model computes what ``start`` computed on every input ``start`` knew.
     """
-    ours, theirs = model.state_dict(), dict(start.state_dict())
+    ours, theirs = model.state_dict(), {k: v for k, v in start.state_dict().items() if not k.startswith(fresh)}
+    new = new + fresh
     for k in widened:
         old, want = theirs[k], ours[k].shape
         for dim in (1, 0):                                          # more inputs, or more ids

@@ -89,7 +89,7 @@ def vqvae_report(vqvae: HierarchicalVQVAE, audio: torch.Tensor) -> dict:
     for level, name in enumerate(("bottom", "middle", "top")):
         rec = torch.cat([vqvae.decode(codes[level][i:i + 16], level) for i in range(0, len(audio), 16)])
         rec = rec[..., :audio.shape[-1]]
-        stats = codebook_stats(codes[level][:, None], vqvae.config.codebook_size)
+        stats = codebook_stats(codes[level][:, None], vqvae.config.codebook_sizes[level])
         out[name] = {"hop_length": vqvae.hop_lengths[level], "tokens_per_second": vqvae.tokens_per_second(level),
                      "codebook_usage": round(float(stats.usage[0]), 4),
                      "mel_distance_db": round(float(multiscale_mel_distance(rec, audio, vqvae.sample_rate).mean()), 3),
@@ -105,7 +105,7 @@ def prior_report(priors: JukeboxPriors, data: SongCodes, batches: int = 8, seed:
     out = {}
     for name, level, values in (("top", 2, [x.top for x in losses]), ("middle", 1, [x.middle for x in losses]),
                                 ("bottom", 0, [x.bottom for x in losses])):
-        counts = torch.bincount(data.codes[level].flatten(), minlength=priors.config.codebook_size).float() + 1
+        counts = torch.bincount(data.codes[level].flatten(), minlength=priors.config.codebook_sizes[level]).float() + 1
         p = counts / counts.sum()
         unigram = float(-(p * p.log2()).sum())                  # entropy of the codes' own histogram
         out[name] = {"bits_per_token": round(float(torch.stack(values).mean()) / math.log(2), 3),
@@ -230,7 +230,12 @@ def _train_parser():
                    help="stage priors: the top prior also hears the key at every position (PriorConfig.key_clock); "
                         "with --init-from a prior without it, the key starts silent and is learned")
     p.add_argument("--top-only", action="store_true",
-                   help="stage priors with --init-from: keep its upsamplers and train only the top prior")
+                   help="with --init-from: keep its other parts and train only the top level (stage vqvae: the top "
+                        "autoencoder, afresh if --top-width/--top-depth/--top-codebook-size change it; stage priors: "
+                        "the top prior, its upsamplers kept)")
+    for name, what in (("width", "channels"), ("depth", "residual units per block"), ("codebook-size", "codes")):
+        p.add_argument(f"--top-{name}", type=positive_int, default=None,
+                       help=f"stage vqvae: the top level's {what} (default: the preset's, as the other levels)")
     p.add_argument("--unknown-style", action="store_true",
                    help="stage priors: the top prior also learns songs asked for nothing (style, key and tempo hidden "
                         "together), so that guidance amplifies the style too (PriorConfig.unknown_style)")
@@ -251,10 +256,16 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit("--decoders-only keeps a trained VQ-VAE's codes: use it with --stage vqvae --init-from NAME.")
     if args.upsamplers_only and not (not vq and args.init_from):
         raise SystemExit("--upsamplers-only keeps a trained top prior: use it with --stage priors --init-from NAME.")
-    if args.top_only and not (not vq and args.init_from):
-        raise SystemExit("--top-only keeps trained upsamplers: use it with --stage priors --init-from NAME.")
-    if args.top_only and args.upsamplers_only:
-        raise SystemExit("--top-only and --upsamplers-only exclude each other: pick one (or neither to train all).")
+    if args.top_only and not args.init_from:
+        raise SystemExit("--top-only keeps a trained checkpoint's other parts: use it with --init-from NAME.")
+    if args.top_only and (args.upsamplers_only or args.decoders_only):
+        raise SystemExit(f"--top-only and {'--upsamplers-only' if args.upsamplers_only else '--decoders-only'} "
+                         f"exclude each other: pick one (or neither to train all).")
+    top_capacity = {f"top_{k}": getattr(args, f"top_{k}") for k in ("width", "depth", "codebook_size")
+                    if getattr(args, f"top_{k}") is not None}
+    if top_capacity and not vq:
+        raise SystemExit("--top-width, --top-depth and --top-codebook-size shape the VQ-VAE: use them with --stage vqvae "
+                         "(the priors take the codebook sizes from --vqvae).")
     if vq and (args.beat_clock or args.key_upsamplers or args.key_clock or args.unknown_style):
         raise SystemExit("--beat-clock, --key-clock, --key-upsamplers and --unknown-style shape the priors: use them "
                          "with --stage priors.")
@@ -265,7 +276,7 @@ def train_cli(argv: Sequence[str]) -> int:
     run = plan_run(args, "jukebox", argv, stage=args.stage, lr=lr, batch_size=batch, seconds=args.seconds,
                    vqvae=args.vqvae, init_from=args.init_from,
                    decoders_only=args.decoders_only, upsamplers_only=args.upsamplers_only,
-                   **({"top_only": True} if args.top_only else {}),
+                   **({"top_only": True} if args.top_only else {}), **top_capacity,
                    **({"beat_clock": True} if args.beat_clock else {}),
                    **({"key_clock": True} if args.key_clock else {}),
                    **({"unknown_style": True} if args.unknown_style else {}),
@@ -276,13 +287,15 @@ def train_cli(argv: Sequence[str]) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)                                    # weight initialisation
     if vq:
-        model = HierarchicalVQVAE(VQVAEConfig.preset(run.preset))
-        if args.init_from:
-            warm_start(model, checkpoint.load_pretrained(args.init_from, HierarchicalVQVAE, VQVAEConfig), args.init_from)
+        model = HierarchicalVQVAE(replace(VQVAEConfig.preset(run.preset), **top_capacity))
+        if args.init_from:                        # a top level of another capacity starts afresh
+            fresh = tuple(f"{m}.2." for m in ("encoders", "decoders", "quantizers")) if top_capacity else ()
+            warm_start(model, checkpoint.load_pretrained(args.init_from, HierarchicalVQVAE, VQVAEConfig), args.init_from,
+                       fresh=fresh)
         model = model.to(run.device)
         result = fit_vqvae(model, audio, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                            checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
-                           progress=not args.no_progress, decoders_only=args.decoders_only)
+                           progress=not args.no_progress, decoders_only=args.decoders_only, top_only=args.top_only)
         if not is_main_process() or not result.finished:
             return export(run, result, model.config, {})
         checkpoint.round_trip_(result.model.cpu(), torch.float16)     # the card describes the fp16 file we ship
@@ -293,13 +306,20 @@ def train_cli(argv: Sequence[str]) -> int:
         data, test = (encode_songs_cached(run.run_dir / f"codes-{split}.pt", vqvae, a, t, ds.classes, args.seconds)
                       for split, a, t in (("train", audio, attrs), ("test", test_audio, test_attrs)))
         config = replace(PriorConfig.preset(run.preset), styles=tuple(ds.classes),
-                         codebook_size=vqvae.config.codebook_size, beat_clock=args.beat_clock,
+                         codebook_size=vqvae.config.codebook_size, top_codebook_size=vqvae.config.top_codebook_size,
+                         beat_clock=args.beat_clock,
                          key_upsamplers=args.key_upsamplers, key_clock=args.key_clock, unknown_style=args.unknown_style,
                          song_seconds=args.seconds)
         model = JukeboxPriors(config)
         if args.init_from:
-            warm_start(model, checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig), args.init_from,
-                       widened=("top.cond_proj.weight", "top.prefix_emb.weight"))
+            start = checkpoint.load_pretrained(args.init_from, JukeboxPriors, PriorConfig)
+            new_top = start.config.codebook_sizes[2] != config.codebook_sizes[2]   # the top prior and the middle
+            if new_top and (args.top_only or args.upsamplers_only):               # conditioner start afresh
+                raise SystemExit(f"--vqvae's top level has {config.codebook_sizes[2]} codes, --init-from's priors "
+                                 f"{start.config.codebook_sizes[2]}: the top prior and the middle upsampler must both "
+                                 f"learn the new codes; drop --top-only / --upsamplers-only.")
+            warm_start(model, start, args.init_from, fresh=("top.", "conditioners.1.") if new_top else (),
+                       widened=() if new_top else ("top.cond_proj.weight", "top.prefix_emb.weight"))
         model = model.to(run.device)
         result = fit_priors(model, data, steps=run.steps, time_budget_s=args.time_budget, generator=gen,
                             checkpoint_dir=run.run_dir, batch_size=batch, lr=lr, settings=run.settings,
