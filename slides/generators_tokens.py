@@ -177,6 +177,20 @@ def num_audiolm_language_floor(which: str = "heldout", n: str = "10") -> str:
     return f"{100 * rulers.language_floor(rulers.roster(which, int(n))):.1f} %"
 
 
+@number("audiolm_prompt_use")
+def num_audiolm_prompt_use(key: str = "voice", which: str = "heldout", n: str = "10") -> str:
+    """Teacher-forced bits per coarse token (``rulers.prompt_use``, 2 prompts per speaker): ``own`` (after the
+    window's own prompt), ``voice`` (what another speaker's prompt costs more) or ``none`` (no prompt)."""
+    r = _audiolm_prompt_use(which, int(n))
+    return f"{r['other'] - r['own'] if key == 'voice' else r[key]:.2f}"
+
+
+@lru_cache(maxsize=2)
+def _audiolm_prompt_use(which: str, n: int) -> dict:
+    from course_lib.recipes import audiolm_rulers as rulers
+    return rulers.prompt_use(_audiolm(), which, n, prompts_per_speaker=2)
+
+
 @lru_cache(maxsize=1)
 def _audiolm_bench() -> dict:
     from course_lib.recipes.audiolm import bench

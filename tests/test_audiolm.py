@@ -247,6 +247,34 @@ def test_fit_stage_learns_run_lengths_and_expand_restores_them(config):
         coarse.expand(torch.zeros(2, 0, dtype=torch.long), 12)
 
 
+def test_prompt_use_scores_the_second_half_after_each_prompt(config):
+    from course_lib.recipes.audiolm_rulers import prompt_use_bits
+    cfg = dataclasses.replace(config, aligned_semantic=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        coarse = A.CoarseStage(cfg).eval()
+    L, half, r = cfg.coarse_frames, cfg.coarse_frames // 2, cfg.frames_per_semantic
+    g = torch.Generator().manual_seed(0)
+
+    def window() -> A.AudioTokens:
+        return A.AudioTokens(torch.randint(0, cfg.semantic_vocab_size, (1, L // r), generator=g),
+                             torch.randint(0, cfg.codebook_size, (1, cfg.num_coarse, L), generator=g),
+                             torch.zeros(1, 1, L, dtype=torch.long))
+    a, b = window(), window()
+    same = prompt_use_bits(coarse, [a, a], ["x", "y"])       # the other speaker's first half is the window's own
+    assert same["windows"] == 2 and same["own"] == pytest.approx(same["other"], abs=1e-4)
+    two = prompt_use_bits(coarse, [a, b], ["x", "y"])
+    assert abs(two["other"] - two["own"]) > 1e-3                # another first half changes the score
+    with torch.no_grad():                                       # "none": the second half after its own semantic tokens
+        rest = [t.semantic[0, slice(*A.semantic_span(half, L, r))] for t in (a, b)]
+        none = [float(coarse.losses(coarse.prefix([s]), t.coarse[:, :, half:], coarse.aligned([s], L - half)).total)
+                for s, t in zip(rest, (a, b))]
+    assert two["none"] == pytest.approx(sum(none) / 2 / math.log(2), abs=1e-3)
+    short = A.AudioTokens(b.semantic[:, :2], b.coarse[:, :, :2 * r], b.fine[:, :, :2 * r])
+    with pytest.raises(ValueError, match="two speakers"):       # one full window left: nothing to borrow
+        prompt_use_bits(coarse, [a, short], ["x", "y"])
+
+
 def test_a_pipeline_with_an_aligned_coarse_stage_generates(tokenizers, config):
     cfg = dataclasses.replace(config, aligned_semantic=True)
     semantic, _, fine = _stages(config)

@@ -7,7 +7,8 @@
   codec's coarse and fine codes, beside chance.
 - :func:`speaker_test`: AudioLM's speaker test (Borsos et al. 2023, Table III): a speaker classifier on mel
   statistics, trained on other real utterances of the prompts' speakers (as recorded and through Opus), names
-  the speaker of each continuation with and without the acoustic prompt.
+  the speaker of each continuation with and without the acoustic prompt; :func:`prompt_use` asks stage 2 the
+  same question without sampling: how many bits per token the prompt's own voice saves.
 - :func:`intelligibility_report`: a digit classifier on time-normalised log-mel spectrograms, trained on real
   digits of other voices, recognises digits resynthesised from their ground-truth semantic tokens in another
   speaker's voice, beside the real clips and the codec's own reconstruction.
@@ -27,7 +28,8 @@ from course_lib import codec as codec_lib
 from course_lib import hubert as hubert_lib
 from course_lib.audio import resample
 from course_lib.baselines import RULER_OPUS_BITRATES, opus
-from course_lib.audiolm import AudioLM, AudioTokens, CoarseStage, FineStage, SemanticStage, coarse_quantizers, dedup
+from course_lib.audiolm import (IGNORE_INDEX, AudioLM, AudioTokens, CoarseStage, FineStage, SemanticStage,
+                               coarse_quantizers, dedup, semantic_span)
 from course_lib.data import voices
 from course_lib.data.fsdd import DIGITS, find_fsdd, fsdd
 from course_lib.recipes import codec as codec_recipe
@@ -35,7 +37,8 @@ from course_lib.spectral import log_mel_spectrogram
 
 __all__ = ["SR", "DIGITS", "ENGLISH", "stage_report", "ProbeSet", "spoken_digits", "fsdd_digits", "LinearClassifier",
            "fit_linear", "linear_probe", "probe_report", "speaker_features", "SpeakerRuler", "speaker_ruler",
-           "roster", "language_floor", "speaker_test", "RULER_UTTERANCES", "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
+           "roster", "language_floor", "speaker_test", "prompt_use_bits", "prompt_use", "RULER_UTTERANCES",
+           "digit_features", "DigitRuler", "digit_ruler", "intelligibility_report"]
 
 SR = 16_000
 ENGLISH = ("en-us", "en", "en-gb-scotland", "en-029")
@@ -303,6 +306,54 @@ def speaker_test(model: AudioLM, which: str = "heldout", n_speakers: int = 10, p
     for key, wavs in got.items():
         out[key] = round(float((ruler.predict(wavs) == truth).float().mean()), 4)
     return out
+
+
+def prompt_use_bits(stage: CoarseStage, tokens: Sequence[AudioTokens], speakers: Sequence[str]) -> dict:
+    """Does stage 2 hear the voice of its acoustic prompt? Teacher-forced bits per coarse token of the real second
+    half of each full window (``coarse_frames`` frames), after the window's own first half (``own``), after the
+    first half of the next window of another speaker (``other``; the semantic tokens stay the window's own), and
+    with no acoustic prompt (``none``: the second half after its own semantic tokens alone, as a continuation
+    without the prompt is written). A stage that copies the voice scores ``own`` well below ``other``."""
+    cfg = stage.config
+    frames, half = cfg.coarse_frames, cfg.coarse_frames // 2
+    keep = [k for k, t in enumerate(tokens) if t.coarse.shape[-1] >= frames]
+    if len({speakers[k] for k in keep}) < 2:
+        raise ValueError(f"prompt_use_bits needs full windows ({frames} frames) of at least two speakers; pad short "
+                         f"clips to {frames * cfg.hop_length} samples before tokenizing them.")
+
+    def bits(semantic: Tensor, codes: Tensor, scored_from: int) -> float:
+        logits = stage.logits(stage.prefix([semantic]), codes, stage.aligned([semantic], codes.shape[-1]))
+        target = codes.transpose(1, 2).flatten(1).clone()
+        target[:, :scored_from * cfg.num_coarse] = IGNORE_INDEX
+        return float(F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)) / math.log(2)
+
+    out: dict[str, list[float]] = {"own": [], "other": [], "none": []}
+    was = stage.training
+    stage.eval()
+    with torch.no_grad():
+        for i, k in enumerate(keep):
+            other = next(j for j in keep[i + 1:] + keep[:i] if speakers[j] != speakers[k])
+            codes = tokens[k].coarse[:, :, :frames]
+            semantic = tokens[k].semantic[0, slice(*semantic_span(0, frames, cfg.frames_per_semantic))]
+            borrowed = torch.cat([tokens[other].coarse[:, :, :half], codes[:, :, half:]], -1)
+            out["own"].append(bits(semantic, codes, half))
+            out["other"].append(bits(semantic, borrowed, half))
+            rest = tokens[k].semantic[0, slice(*semantic_span(half, frames, cfg.frames_per_semantic))]
+            out["none"].append(bits(rest, codes[:, :, half:], 0))
+    stage.train(was)
+    return {key: round(sum(v) / len(v), 4) for key, v in out.items()} | {"windows": len(keep)}
+
+
+@torch.no_grad()
+def prompt_use(model: AudioLM, which: str = "heldout", n_speakers: int = 10, prompts_per_speaker: int = 2,
+               seed: int = 0) -> dict:
+    """:func:`prompt_use_bits` of ``model.coarse`` on the speaker test's "test" utterances (the same speakers and
+    seed give the same utterances), each padded to the coarse window as the speaker test pads its prompts."""
+    n = model.config.coarse_frames * model.config.hop_length
+    names = roster(which, n_speakers)
+    clips, ids = codec_recipe.voices_clips("test", names, prompts_per_speaker * len(names), SR, seed)
+    tokens = [model.tokens(F.pad(c, (0, max(0, n - c.shape[-1])))[None]) for c in clips]
+    return prompt_use_bits(model.coarse, tokens, [i.rsplit(":", 1)[1] for i in ids])
 
 
 # ----------------------------------------------------------------------------- intelligibility
