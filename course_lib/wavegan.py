@@ -78,6 +78,7 @@ class WaveGANConfig:
     ema_decay: float = 0.999           # weight average the samples come from (0 = off); not in the paper
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
     spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
+    long_critic: int = 0               # width of a spectrogram critic on 1,024-point windows (low drums); 0 = off
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -85,8 +86,8 @@ class WaveGANConfig:
         if self.d < 1 or self.latent_dim < 1 or self.kernel_size < STRIDE or self.kernel_size % 2 == 0:
             raise ValueError(f"Need d >= 1, latent_dim >= 1 and an odd kernel_size >= {STRIDE}; got d={self.d}, "
                              f"latent_dim={self.latent_dim}, kernel_size={self.kernel_size}.")
-        if self.phase_shuffle < 0 or self.post_filter_length < 0 or self.spectral_critic < 0:
-            raise ValueError("phase_shuffle, post_filter_length and spectral_critic must be >= 0.")
+        if min(self.phase_shuffle, self.post_filter_length, self.spectral_critic, self.long_critic) < 0:
+            raise ValueError("phase_shuffle, post_filter_length, spectral_critic and long_critic must be >= 0.")
         if self.mu_law < 0:
             raise ValueError(f"mu_law must be 0 (off) or a positive mu such as 255, got {self.mu_law}.")
         if not 0 <= self.ema_decay < 1:
@@ -224,21 +225,25 @@ class SpectrogramCritic(nn.Module):
     (SpecGAN's STFT: 256-point windows every 128 samples, 16 and 8 ms at 16 kHz); :meth:`score` is four 5x5
     strided 2D convs with LeakyReLU 0.2 and a dense layer. Training penalises the gradient of
     :meth:`score` with respect to the features, so distances are measured in decibels.
+
+    ``n_fft=1024`` (hop 256) makes the long-window critic (``cfg.long_critic``): its 15.6 Hz bins resolve the
+    pitch of kicks (40-65 Hz) and toms, which the 62.5 Hz bins of SpecGAN's windows cannot; several critics at
+    several resolutions are MelGAN's and HiFi-GAN's remedy for one critic's blind spots.
     """
 
-    N_FFT, HOP = 256, 128
     FLOOR = 1e-4                               # magnitudes below it (about -90 dB re a full-scale bin) count as silence
 
-    def __init__(self, cfg: WaveGANConfig) -> None:
+    def __init__(self, cfg: WaveGANConfig, width: int | None = None, n_fft: int = 256, hop: int = 128) -> None:
         super().__init__()
         self.config = cfg
-        ch = [cfg.spectral_critic * 2 ** i for i in range(4)]        # [d, 2d, 4d, 8d]
+        self.N_FFT, self.HOP = n_fft, hop
+        ch = [(width or cfg.spectral_critic) * 2 ** i for i in range(4)]  # [d, 2d, 4d, 8d]
         self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 5, 2, padding=2) for c_in, c_out in zip([1] + ch[:-1], ch))
         f, t = self.N_FFT // 2 + 1, cfg.slice_length // self.HOP + 1
         for _ in ch:
             f, t = (f - 1) // 2 + 1, (t - 1) // 2 + 1
         self.dense = nn.Linear(ch[-1] * f * t, 1)
-        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def features(self, x: Tensor) -> Tensor:
         """``(B, 1, T) -> (B, 1, F, L)``: ``(log10(|STFT| + floor) + 1) / 3``; -1 at the floor, +0.7 at full scale."""
@@ -263,6 +268,8 @@ class WaveGAN(nn.Module):
         self.generator = Generator(self.config)
         self.discriminator = Discriminator(self.config)
         self.spectral_critic = SpectrogramCritic(self.config) if self.config.spectral_critic else None
+        self.long_critic = (SpectrogramCritic(self.config, self.config.long_critic, n_fft=1024, hop=256)
+                            if self.config.long_critic else None)
         self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False)
                               if self.config.ema_decay > 0 else None)
 
@@ -278,6 +285,10 @@ class WaveGAN(nn.Module):
         d = min(self.config.ema_decay, (1 + step) / (10 + step))
         for avg, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
             avg.lerp_(p, 1 - d)
+
+    def spectrogram_critics(self) -> dict[str, SpectrogramCritic]:
+        """The spectrogram critics this model has, by attribute name (``spectral_critic``, ``long_critic``)."""
+        return {n: c for n in ("spectral_critic", "long_critic") if (c := getattr(self, n)) is not None}
 
     @property
     def sample_rate(self) -> int:
@@ -350,11 +361,9 @@ class WaveGANLosses(NamedTuple):
 def make_optimizers(model: WaveGAN, lr: float = 1e-4,
                     betas: tuple[float, float] = (0.5, 0.9)) -> dict[str, torch.optim.Optimizer]:
     """Adam for generator and critic(s) (the paper's lr 1e-4, betas (0.5, 0.9))."""
-    opts = {"generator": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
-            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}
-    if model.spectral_critic is not None:
-        opts["spectral_critic"] = torch.optim.Adam(model.spectral_critic.parameters(), lr=lr, betas=betas)
-    return opts
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=betas)  # noqa: E731
+    return {"generator": adam(model.generator), "discriminator": adam(model.discriminator),
+            **{name: adam(S) for name, S in model.spectrogram_critics().items()}}
 
 
 def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sample_real: Callable[[], Tensor],
@@ -362,13 +371,12 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
                spectral_weight: float = 1.0) -> WaveGANLosses:
     """One WGAN-GP generator step preceded by ``n_critic`` critic steps (Gulrajani et al., algorithm 1).
 
-    With a spectrogram critic, both critics train on the same batches, each with its own penalty
-    (the spectrogram critic's on its log-spectrogram input), and the generator climbs the waveform
-    critic's score plus ``spectral_weight`` times the spectrogram critic's; the returned losses are the
-    critics' sums.
+    With spectrogram critics, every critic trains on the same batches, each with its own penalty (a
+    spectrogram critic's on its log-spectrogram input), and the generator climbs the waveform critic's
+    score plus ``spectral_weight`` times each spectrogram critic's; the returned losses are the critics' sums.
     """
-    G, D, S = model.generator, model.discriminator, model.spectral_critic
-    critic_opts = [optimizers[n] for n in ("discriminator", "spectral_critic") if n in optimizers]
+    G, D, specs = model.generator, model.discriminator, list(model.spectrogram_critics().values())
+    critic_opts = [opt for name, opt in optimizers.items() if name != "generator"]
     critic = lambda x: D(x, generator)  # noqa: E731 - phase shuffle draws from the same generator
     w_sum = 0.0
     for _ in range(n_critic):
@@ -378,7 +386,7 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
         d_real, d_fake = critic(real).mean(), critic(fake).mean()
         gp = gradient_penalty(critic, real, fake, generator)
         loss_d = d_fake - d_real + gp_weight * gp
-        if S is not None:                                            # SpecGAN's critic, penalised in its own domain
+        for S in specs:                                              # SpecGAN's critics, penalised in their own domain
             f_real, f_fake = S.features(model.expand(real)), S.features(model.expand(fake))  # (B, 1, F, L)
             s_real, s_fake = S.score(f_real).mean(), S.score(f_fake).mean()
             gp_s = gradient_penalty(S.score, f_real, f_fake, generator)
@@ -390,12 +398,12 @@ def train_step(model: WaveGAN, optimizers: dict[str, torch.optim.Optimizer], sam
         for opt in critic_opts:
             opt.step()
         w_sum += float((d_real - d_fake).detach())
-    critics = [D] + ([S] if S is not None else [])
+    critics = [D, *specs]
     for p in (p for c in critics for p in c.parameters()):           # the generator step does not train the critics
         p.requires_grad_(False)
     try:
         fake = G(model.sample_latent(real.shape[0], generator))
-        loss_g = -critic(fake).mean() - (spectral_weight * S(model.expand(fake)).mean() if S is not None else 0)
+        loss_g = -critic(fake).mean() - sum(spectral_weight * S(model.expand(fake)).mean() for S in specs)
         optimizers["generator"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["generator"].step()
@@ -435,7 +443,7 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
         raise ValueError("clips contain NaN/inf or are all silent; check the data source.")
     if steps < 1 or batch_size < 1 or n_critic < 1:
         raise ValueError(f"steps, batch_size and n_critic must be >= 1, got {steps}, {batch_size}, {n_critic}.")
-    if spectral_weight != 1.0 and model.spectral_critic is None:
+    if spectral_weight != 1.0 and not model.spectrogram_critics():
         raise ValueError(f"spectral_weight={spectral_weight} needs a spectrogram critic; set "
                          f"WaveGANConfig.spectral_critic (--spectral-critic 8) or leave the weight at 1.")
     if spectral_weight < 0:
@@ -449,9 +457,7 @@ def fit(model: WaveGAN, clips: Tensor, *, steps: int, time_budget_s: float | Non
         return clips[idx.to(device)]
 
     optimizers = optimizers or make_optimizers(model, lr, betas)
-    modules = {"generator": model.generator, "discriminator": model.discriminator}
-    if model.spectral_critic is not None:
-        modules["spectral_critic"] = model.spectral_critic
+    modules = {"generator": model.generator, "discriminator": model.discriminator, **model.spectrogram_critics()}
     if model.generator_ema is not None:
         modules["generator_ema"] = model.generator_ema
     # An exploding critic (|score| > 1e4) is divergence for WGAN-GP, whose scores stay O(1..100).

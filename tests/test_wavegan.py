@@ -463,6 +463,50 @@ def test_spectral_critic_trains_beside_the_waveform_critic():
         W.WaveGANConfig(spectral_critic=-1)
 
 
+def test_long_critic_resolves_the_pitch_of_low_drums_and_pulls_the_generator():
+    cfg = replace(TINY, spectral_critic=2, long_critic=2)
+    model = W.WaveGAN(cfg)
+    S, L = model.spectral_critic, model.long_critic
+    assert list(model.spectrogram_critics()) == ["spectral_critic", "long_critic"]
+    assert W.WaveGAN(TINY).spectrogram_critics() == {}
+    t = torch.arange(cfg.slice_length) / cfg.sample_rate
+    kick, tom = (0.5 * torch.sin(2 * torch.pi * f * t).view(1, 1, -1) for f in (50.0, 80.0))
+    assert L.features(kick).shape == (1, 1, 513, cfg.slice_length // 256 + 1)
+    peak = lambda critic, x: int(critic.features(x)[0, 0].mean(-1).argmax())  # noqa: E731
+    assert peak(S, kick) == peak(S, tom) == 1                       # 62.5 Hz bins: one bin for both
+    assert (peak(L, kick), peak(L, tom)) == (3, 5)                   # 15.6 Hz bins: 50 and 80 Hz apart
+    # Every critic trains on the same batches (a dense bias cancels in E[D(fake)] - E[D(real)]).
+    opt = W.make_optimizers(model)
+    assert set(opt) == {"generator", "discriminator", "spectral_critic", "long_critic"}
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    before = {k: p.clone() for k, p in model.named_parameters()}
+    W.train_step(model, opt, lambda: real, torch.Generator().manual_seed(0), n_critic=1)
+    frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p) and "generator_ema" not in k]
+    assert sorted(frozen) == ["discriminator.dense.bias", "long_critic.dense.bias", "spectral_critic.dense.bias"]
+    # With the other two critics deaf, the generator moves through the long critic alone, by spectral_weight.
+    moves = {}
+    for w in (1.0, 2.0):
+        torch.manual_seed(0)
+        m = W.WaveGAN(cfg)
+        with torch.no_grad():
+            for p in [*m.discriminator.parameters(), *m.spectral_critic.parameters()]:
+                p.zero_()
+        o = W.make_optimizers(m)
+        o["generator"] = torch.optim.SGD(m.generator.parameters(), lr=1.0)
+        g0 = [p.clone() for p in m.generator.parameters()]
+        W.train_step(m, o, lambda: real, torch.Generator().manual_seed(0), n_critic=1, spectral_weight=w)
+        moves[w] = torch.cat([(p - b).flatten() for p, b in zip(m.generator.parameters(), g0)])
+    assert moves[1.0].abs().max() > 0
+    torch.testing.assert_close(moves[2.0], 2 * moves[1.0])
+    # A checkpoint without it warm-starts one with it: the long critic keeps its fresh weights.
+    own = {k: v.clone() for k, v in model.long_critic.state_dict().items()}
+    R.warm_start(model, W.WaveGAN(replace(cfg, long_critic=0)), "short", new=("long_critic.",))
+    for k, v in model.long_critic.state_dict().items():
+        torch.testing.assert_close(v, own[k], msg=k)
+    with pytest.raises(ValueError, match="long_critic"):
+        W.WaveGANConfig(long_critic=-1)
+
+
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
     clips = R.load_clips("synthworld-drums", "train", 32)
     monkeypatch.setattr(gan_eval, "train_classifier", lambda *a, steps=400, **k: _real_train_classifier(*a, steps=5, **k))

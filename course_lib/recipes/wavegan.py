@@ -208,8 +208,11 @@ def _train_parser():
                    help="train on mu-law companded waveforms with this mu (255; default 0: linear, as in the paper)")
     p.add_argument("--spectral-critic", type=nonnegative_int, default=0,
                    help="width of a second critic on log-spectrograms (SpecGAN's; 8 for small); default 0: off")
+    p.add_argument("--long-critic", type=nonnegative_int, default=0,
+                   help="width of a further spectrogram critic on 1,024-point windows (15.6 Hz bins: the pitch of "
+                        "kicks and toms; 8 for small); default 0: off")
     p.add_argument("--spectral-weight", type=positive_float, default=1.0,
-                   help="weight of the spectrogram critic's score in the generator's objective (default 1: the sum)")
+                   help="weight of each spectrogram critic's score in the generator's objective (default 1: the sum)")
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
                    help="taps of the paper's learned post-processing filter after the generator (paper: 512; default "
                         "0: none); with --init-from a checkpoint without one, it starts as the identity")
@@ -224,7 +227,7 @@ def _train_parser():
 def train_cli(argv: Sequence[str]) -> int:
     """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
     args = _train_parser().parse_args(argv)
-    if args.spectral_weight != 1.0 and not args.spectral_critic:
+    if args.spectral_weight != 1.0 and not (args.spectral_critic or args.long_critic):
         raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
                          f"not have; add --spectral-critic 8 or drop --spectral-weight.")
     if args.ema_decay >= 1:
@@ -235,10 +238,11 @@ def train_cli(argv: Sequence[str]) -> int:
     run = plan_run(args, "wavegan", argv, lr=args.lr, batch_size=args.batch_size, n_critic=args.n_critic,
                    mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from,
                    **({"post_filter": args.post_filter} if args.post_filter else {}),
+                   **({"long_critic": args.long_critic} if args.long_critic else {}),
                    **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}),
                    **({"ema_decay": args.ema_decay} if args.ema_decay != WaveGANConfig.ema_decay else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
-                  post_filter_length=args.post_filter, ema_decay=args.ema_decay)
+                  post_filter_length=args.post_filter, ema_decay=args.ema_decay, long_critic=args.long_critic)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
@@ -247,7 +251,7 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.init_from:
         start = load_pretrained(args.init_from)
         warm_start(model, start, args.init_from,
-                   new=("spectral_critic.", "generator.post_filter.", "generator_ema.post_filter."))
+                   new=("spectral_critic.", "long_critic.", "generator.post_filter.", "generator_ema.post_filter."))
         if cfg.post_filter_length and start.generator.post_filter is None:   # added now: it starts as the identity
             for g in filter(None, (model.generator, model.generator_ema)):
                 g.identity_post_filter_()
