@@ -155,6 +155,7 @@ def _scores(card: dict) -> tuple[str, str]:
         settings = card.get("settings", {})
         mode = (", trained on mu-law companded samples" if settings.get("mu_law") else "") + (
             ", with a second critic on log-spectrograms (SpecGAN's)" if settings.get("spectral_critic") else "") + (
+            ", a third on 1,024-point ones (lower notes)" if settings.get("long_critic") else "") + (
             f", and a learned {settings['post_filter']}-tap post-filter" if settings.get("post_filter") else "")
         return (f"WaveGAN, {card['slice']}, {len(card['classes'])} drum classes{mode}",
                 f"{ruler}: inception analogue {_pct(m['inception_ratio'])} of real; {m['classes_generated']} of "

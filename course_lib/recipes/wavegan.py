@@ -342,9 +342,10 @@ def bench() -> dict:
     """
     out: dict = {}
     threads = torch.get_num_threads()
-    # the shipped model, the SpecGAN-critic checkpoint (with the learned post-filter), the paper's size untrained
+    # the shipped model, the SpecGAN-critic checkpoint (with the learned post-filter), its long-critic successor
+    # (the same generator, other weights), the paper's size untrained
     for name, ckpt in (("small", "wavegan-synthworld-drums"), ("small_specgan", "wavegan-synthworld-drums-specgan"),
-                       ("paper", None)):
+                       ("small_long", "wavegan-synthworld-drums-long"), ("paper", None)):
         try:
             model = load_pretrained(ckpt) if ckpt else WaveGAN(PRESETS[name]).eval()
         except checkpoint.CheckpointError:
