@@ -79,6 +79,7 @@ class WaveGANConfig:
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
     spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
     long_critic: int = 0               # width of a spectrogram critic on 1,024-point windows (low drums); 0 = off
+    body_critic: int = 0               # width of a critic on the 1,024-point windows' lowest 16 bins (0-234 Hz); 0 = off
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -86,8 +87,10 @@ class WaveGANConfig:
         if self.d < 1 or self.latent_dim < 1 or self.kernel_size < STRIDE or self.kernel_size % 2 == 0:
             raise ValueError(f"Need d >= 1, latent_dim >= 1 and an odd kernel_size >= {STRIDE}; got d={self.d}, "
                              f"latent_dim={self.latent_dim}, kernel_size={self.kernel_size}.")
-        if min(self.phase_shuffle, self.post_filter_length, self.spectral_critic, self.long_critic) < 0:
-            raise ValueError("phase_shuffle, post_filter_length, spectral_critic and long_critic must be >= 0.")
+        if min(self.phase_shuffle, self.post_filter_length, self.spectral_critic, self.long_critic,
+               self.body_critic) < 0:
+            raise ValueError("phase_shuffle, post_filter_length, spectral_critic, long_critic and body_critic must be "
+                             ">= 0.")
         if self.mu_law < 0:
             raise ValueError(f"mu_law must be 0 (off) or a positive mu such as 255, got {self.mu_law}.")
         if not 0 <= self.ema_decay < 1:
@@ -229,17 +232,21 @@ class SpectrogramCritic(nn.Module):
     ``n_fft=1024`` (hop 256) makes the long-window critic (``cfg.long_critic``): its 15.6 Hz bins resolve the
     pitch of kicks (40-65 Hz) and toms, which the 62.5 Hz bins of SpecGAN's windows cannot; several critics at
     several resolutions are MelGAN's and HiFi-GAN's remedy for one critic's blind spots.
+
+    ``bins=16`` with ``n_fft=1024`` makes the body critic (``cfg.body_critic``): it hears nothing but 0-234 Hz,
+    the ringing body of kicks and toms, so its gradient penalty spends the whole of its slope on that band.
     """
 
     FLOOR = 1e-4                               # magnitudes below it (about -90 dB re a full-scale bin) count as silence
 
-    def __init__(self, cfg: WaveGANConfig, width: int | None = None, n_fft: int = 256, hop: int = 128) -> None:
+    def __init__(self, cfg: WaveGANConfig, width: int | None = None, n_fft: int = 256, hop: int = 128,
+                 bins: int | None = None) -> None:
         super().__init__()
         self.config = cfg
-        self.N_FFT, self.HOP = n_fft, hop
+        self.N_FFT, self.HOP, self.BINS = n_fft, hop, bins or n_fft // 2 + 1   # the lowest BINS frequency bins
         ch = [(width or cfg.spectral_critic) * 2 ** i for i in range(4)]  # [d, 2d, 4d, 8d]
         self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 5, 2, padding=2) for c_in, c_out in zip([1] + ch[:-1], ch))
-        f, t = self.N_FFT // 2 + 1, cfg.slice_length // self.HOP + 1
+        f, t = self.BINS, cfg.slice_length // self.HOP + 1
         for _ in ch:
             f, t = (f - 1) // 2 + 1, (t - 1) // 2 + 1
         self.dense = nn.Linear(ch[-1] * f * t, 1)
@@ -248,7 +255,7 @@ class SpectrogramCritic(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """``(B, 1, T) -> (B, 1, F, L)``: ``(log10(|STFT| + floor) + 1) / 3``; -1 at the floor; a full-scale
         sine peaks near +0.9 with 256-point windows and +1.1 with 1,024 (a longer window sums more samples)."""
-        spec = torch.stft(x[:, 0], self.N_FFT, self.HOP, window=self.window, return_complex=True)  # (B, F, L)
+        spec = torch.stft(x[:, 0], self.N_FFT, self.HOP, window=self.window, return_complex=True)[:, :self.BINS]
         return ((spec.abs() + self.FLOOR).log10() + 1).div(3).unsqueeze(1)
 
     def score(self, f: Tensor) -> Tensor:
@@ -271,6 +278,8 @@ class WaveGAN(nn.Module):
         self.spectral_critic = SpectrogramCritic(self.config) if self.config.spectral_critic else None
         self.long_critic = (SpectrogramCritic(self.config, self.config.long_critic, n_fft=1024, hop=256)
                             if self.config.long_critic else None)
+        self.body_critic = (SpectrogramCritic(self.config, self.config.body_critic, n_fft=1024, hop=256, bins=16)
+                            if self.config.body_critic else None)
         self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False)
                               if self.config.ema_decay > 0 else None)
 
@@ -288,8 +297,9 @@ class WaveGAN(nn.Module):
             avg.lerp_(p, 1 - d)
 
     def spectrogram_critics(self) -> dict[str, SpectrogramCritic]:
-        """The spectrogram critics this model has, by attribute name (``spectral_critic``, ``long_critic``)."""
-        return {n: c for n in ("spectral_critic", "long_critic") if (c := getattr(self, n)) is not None}
+        """The spectrogram critics this model has, by attribute name (``spectral_critic``, ``long_critic``,
+        ``body_critic``)."""
+        return {n: c for n in ("spectral_critic", "long_critic", "body_critic") if (c := getattr(self, n)) is not None}
 
     @property
     def sample_rate(self) -> int:

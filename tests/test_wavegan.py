@@ -507,6 +507,32 @@ def test_long_critic_resolves_the_pitch_of_low_drums_and_pulls_the_generator():
         W.WaveGANConfig(long_critic=-1)
 
 
+def test_body_critic_hears_only_the_lowest_bins_and_trains_with_the_others():
+    cfg = replace(TINY, long_critic=2, body_critic=2)
+    model = W.WaveGAN(cfg)
+    B, L = model.body_critic, model.long_critic
+    assert list(model.spectrogram_critics()) == ["long_critic", "body_critic"]
+    t = torch.arange(cfg.slice_length) / cfg.sample_rate
+    tone = lambda f: 0.5 * torch.sin(2 * torch.pi * f * t).view(1, 1, -1)  # noqa: E731
+    assert B.features(tone(50.0)).shape == (1, 1, 16, cfg.slice_length // 256 + 1)
+    torch.testing.assert_close(B.features(tone(80.0)), L.features(tone(80.0))[:, :, :16])   # the long critic's bins
+    # Deaf above 234 Hz: a 1 kHz tone leaves the features within leakage and float32 rounding of silence (about 100 dB under
+    # its own peak bin, a third of a unit here), a 50 Hz tone lifts them by 2 units (60 dB). Inner frames only:
+    # the edges' reflection padding kinks a tone, which splashes into every bin.
+    silence = B.features(torch.zeros(1, 1, cfg.slice_length))[..., 2:-2]
+    hear = lambda f: float((B.features(tone(f))[..., 2:-2] - silence).abs().max())  # noqa: E731
+    assert hear(1000.0) < 0.35 and hear(50.0) > 1.8
+    assert B(tone(50.0)).shape == (1,)
+    opt = W.make_optimizers(model)
+    assert set(opt) == {"generator", "discriminator", "long_critic", "body_critic"}
+    before = {k: p.clone() for k, p in model.body_critic.named_parameters()}
+    W.train_step(model, opt, lambda: torch.rand(2, 1, cfg.slice_length) - 0.5, torch.Generator().manual_seed(0),
+                 n_critic=1)
+    assert [k for k, p in model.body_critic.named_parameters() if torch.equal(before[k], p)] == ["dense.bias"]
+    with pytest.raises(ValueError, match="body_critic"):
+        W.WaveGANConfig(body_critic=-1)
+
+
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
     clips = R.load_clips("synthworld-drums", "train", 32)
     monkeypatch.setattr(gan_eval, "train_classifier", lambda *a, steps=400, **k: _real_train_classifier(*a, steps=5, **k))

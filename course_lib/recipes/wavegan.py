@@ -211,6 +211,9 @@ def _train_parser():
     p.add_argument("--long-critic", type=nonnegative_int, default=0,
                    help="width of a further spectrogram critic on 1,024-point windows (15.6 Hz bins: the pitch of "
                         "kicks and toms; 8 for small); default 0: off")
+    p.add_argument("--body-critic", type=nonnegative_int, default=0,
+                   help="width of a further spectrogram critic that hears only 0-234 Hz of 1,024-point windows (the "
+                        "ringing body of kicks and toms; 8 for small); default 0: off")
     p.add_argument("--spectral-weight", type=positive_float, default=1.0,
                    help="weight of each spectrogram critic's score in the generator's objective (default 1: the sum)")
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
@@ -227,7 +230,7 @@ def _train_parser():
 def train_cli(argv: Sequence[str]) -> int:
     """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
     args = _train_parser().parse_args(argv)
-    if args.spectral_weight != 1.0 and not (args.spectral_critic or args.long_critic):
+    if args.spectral_weight != 1.0 and not (args.spectral_critic or args.long_critic or args.body_critic):
         raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
                          f"not have; add --spectral-critic 8 or drop --spectral-weight.")
     if args.ema_decay >= 1:
@@ -239,10 +242,12 @@ def train_cli(argv: Sequence[str]) -> int:
                    mu_law=args.mu_law, spectral_critic=args.spectral_critic, init_from=args.init_from,
                    **({"post_filter": args.post_filter} if args.post_filter else {}),
                    **({"long_critic": args.long_critic} if args.long_critic else {}),
+                   **({"body_critic": args.body_critic} if args.body_critic else {}),
                    **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}),
                    **({"ema_decay": args.ema_decay} if args.ema_decay != WaveGANConfig.ema_decay else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
-                  post_filter_length=args.post_filter, ema_decay=args.ema_decay, long_critic=args.long_critic)
+                  post_filter_length=args.post_filter, ema_decay=args.ema_decay, long_critic=args.long_critic,
+                  body_critic=args.body_critic)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
@@ -251,7 +256,8 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.init_from:
         start = load_pretrained(args.init_from)
         warm_start(model, start, args.init_from,
-                   new=("spectral_critic.", "long_critic.", "generator.post_filter.", "generator_ema.post_filter."))
+                   new=("spectral_critic.", "long_critic.", "body_critic.", "generator.post_filter.",
+                        "generator_ema.post_filter."))
         if cfg.post_filter_length and start.generator.post_filter is None:   # added now: it starts as the identity
             for g in filter(None, (model.generator, model.generator_ema)):
                 g.identity_post_filter_()
