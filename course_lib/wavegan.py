@@ -331,7 +331,10 @@ class WaveGAN(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 256) -> Tensor:
-        """``n`` new clips ``(n, 1, T)`` in [-1, 1], ``T = cfg.slice_length``, from the weight average."""
+        """``n`` new clips ``(n, 1, T)``, ``T = cfg.slice_length``, from the weight average.
+
+        In [-1, 1] (the tanh) unless a post-filter follows it: a filtered clip can pass full scale (about 4 % of
+        the long-critic checkpoint's clips do; a 16-bit file written by :func:`course_lib.audio.save` clips them)."""
         z = self.sample_latent(n, generator)                         # (n, D)
         g = self.generator_ema if self.generator_ema is not None else self.generator
         return torch.cat([self.expand(g(zb)) for zb in z.split(batch_size)])
