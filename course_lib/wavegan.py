@@ -79,7 +79,7 @@ class WaveGANConfig:
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
     spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
     long_critic: int = 0               # width of a spectrogram critic on 1,024-point windows (low drums); 0 = off
-    body_critic: int = 0               # width of a critic on the 1,024-point windows' lowest 16 bins (0-234 Hz); 0 = off
+    body_critic: int = 0               # width of a critic on the 1,024-point windows' lowest 16 bins (to 234 Hz); 0 = off
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -233,8 +233,9 @@ class SpectrogramCritic(nn.Module):
     pitch of kicks (40-65 Hz) and toms, which the 62.5 Hz bins of SpecGAN's windows cannot; several critics at
     several resolutions are MelGAN's and HiFi-GAN's remedy for one critic's blind spots.
 
-    ``bins=16`` with ``n_fft=1024`` makes the body critic (``cfg.body_critic``): it hears nothing but 0-234 Hz,
-    the ringing body of kicks and toms, so its gradient penalty spends the whole of its slope on that band.
+    ``bins=16`` with ``n_fft=1024`` makes the body critic (``cfg.body_critic``): bins centred at 0-234 Hz (the
+    Hann window's main lobe takes the top one to about 265 Hz), the ringing body of kicks and toms, so its gradient
+    penalty spends the whole of its slope on that band.
     """
 
     FLOOR = 1e-4                               # magnitudes below it (about -90 dB re a full-scale bin) count as silence
@@ -243,7 +244,9 @@ class SpectrogramCritic(nn.Module):
                  bins: int | None = None) -> None:
         super().__init__()
         self.config = cfg
-        self.N_FFT, self.HOP, self.BINS = n_fft, hop, bins or n_fft // 2 + 1   # the lowest BINS frequency bins
+        self.N_FFT, self.HOP, self.BINS = n_fft, hop, n_fft // 2 + 1 if bins is None else bins   # the lowest bins
+        if not 1 <= self.BINS <= n_fft // 2 + 1:
+            raise ValueError(f"bins must lie in [1, {n_fft // 2 + 1}] for n_fft={n_fft}, got {bins}.")
         ch = [(width or cfg.spectral_critic) * 2 ** i for i in range(4)]  # [d, 2d, 4d, 8d]
         self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 5, 2, padding=2) for c_in, c_out in zip([1] + ch[:-1], ch))
         f, t = self.BINS, cfg.slice_length // self.HOP + 1

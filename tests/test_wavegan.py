@@ -512,23 +512,40 @@ def test_body_critic_hears_only_the_lowest_bins_and_trains_with_the_others():
     model = W.WaveGAN(cfg)
     B, L = model.body_critic, model.long_critic
     assert list(model.spectrogram_critics()) == ["long_critic", "body_critic"]
-    t = torch.arange(cfg.slice_length) / cfg.sample_rate
-    tone = lambda f: 0.5 * torch.sin(2 * torch.pi * f * t).view(1, 1, -1)  # noqa: E731
+    t = torch.arange(cfg.slice_length, dtype=torch.float64) / cfg.sample_rate      # exact phases, then float32
+    tone = lambda f: (0.5 * torch.sin(2 * torch.pi * f * t)).float().view(1, 1, -1)  # noqa: E731
     assert B.features(tone(50.0)).shape == (1, 1, 16, cfg.slice_length // 256 + 1)
     torch.testing.assert_close(B.features(tone(80.0)), L.features(tone(80.0))[:, :, :16])   # the long critic's bins
-    # Deaf above 234 Hz: a 1 kHz tone leaves the features within leakage and float32 rounding of silence (about 100 dB under
-    # its own peak bin, a third of a unit here), a 50 Hz tone lifts them by 2 units (60 dB). Inner frames only:
-    # the edges' reflection padding kinks a tone, which splashes into every bin.
+    # Deaf far above its band: a 1 kHz tone leaves the features at silence, a 50 Hz tone lifts them by 2 units
+    # (60 dB). Inner frames only: the edges' reflection padding kinks a tone, which splashes into every bin.
     silence = B.features(torch.zeros(1, 1, cfg.slice_length))[..., 2:-2]
     hear = lambda f: float((B.features(tone(f))[..., 2:-2] - silence).abs().max())  # noqa: E731
-    assert hear(1000.0) < 0.35 and hear(50.0) > 1.8
+    assert hear(1000.0) < 0.01 and hear(50.0) > 1.8
     assert B(tone(50.0)).shape == (1,)
+    with pytest.raises(ValueError, match="bins must lie"):
+        W.SpectrogramCritic(cfg, 2, n_fft=1024, hop=256, bins=600)
     opt = W.make_optimizers(model)
     assert set(opt) == {"generator", "discriminator", "long_critic", "body_critic"}
     before = {k: p.clone() for k, p in model.body_critic.named_parameters()}
     W.train_step(model, opt, lambda: torch.rand(2, 1, cfg.slice_length) - 0.5, torch.Generator().manual_seed(0),
                  n_critic=1)
     assert [k for k, p in model.body_critic.named_parameters() if torch.equal(before[k], p)] == ["dense.bias"]
+    # With the other critics deaf, the generator still moves: through the body critic.
+    torch.manual_seed(0)
+    m = W.WaveGAN(cfg)
+    with torch.no_grad():
+        for p in [*m.discriminator.parameters(), *m.long_critic.parameters()]:
+            p.zero_()
+    o = W.make_optimizers(m)
+    o["generator"] = torch.optim.SGD(m.generator.parameters(), lr=1.0)
+    g0 = [p.clone() for p in m.generator.parameters()]
+    W.train_step(m, o, lambda: torch.rand(2, 1, cfg.slice_length) - 0.5, torch.Generator().manual_seed(0), n_critic=1)
+    assert max(float((p - b).abs().max()) for p, b in zip(m.generator.parameters(), g0)) > 0
+    # A checkpoint without it warm-starts one with it: the body critic keeps its fresh weights.
+    own = {k: v.clone() for k, v in model.body_critic.state_dict().items()}
+    R.warm_start(model, W.WaveGAN(replace(cfg, body_critic=0)), "no body", new=("body_critic.",))
+    for k, v in model.body_critic.state_dict().items():
+        torch.testing.assert_close(v, own[k], msg=k)
     with pytest.raises(ValueError, match="body_critic"):
         W.WaveGANConfig(body_critic=-1)
 

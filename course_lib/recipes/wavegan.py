@@ -212,8 +212,8 @@ def _train_parser():
                    help="width of a further spectrogram critic on 1,024-point windows (15.6 Hz bins: the pitch of "
                         "kicks and toms; 8 for small); default 0: off")
     p.add_argument("--body-critic", type=nonnegative_int, default=0,
-                   help="width of a further spectrogram critic that hears only 0-234 Hz of 1,024-point windows (the "
-                        "ringing body of kicks and toms; 8 for small); default 0: off")
+                   help="width of a further spectrogram critic on the lowest 16 bins of 1,024-point windows (centred "
+                        "0-234 Hz: the ringing body of kicks and toms; 8 for small); default 0: off")
     p.add_argument("--spectral-weight", type=positive_float, default=1.0,
                    help="weight of each spectrogram critic's score in the generator's objective (default 1: the sum)")
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
@@ -232,7 +232,7 @@ def train_cli(argv: Sequence[str]) -> int:
     args = _train_parser().parse_args(argv)
     if args.spectral_weight != 1.0 and not (args.spectral_critic or args.long_critic or args.body_critic):
         raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
-                         f"not have; add --spectral-critic 8 or drop --spectral-weight.")
+                         f"not have; add --spectral-critic 8 (or --long-critic 8, --body-critic 8) or drop --spectral-weight.")
     if args.ema_decay >= 1:
         raise SystemExit(f"--ema-decay {args.ema_decay} never lets the average move; pick a value below 1 such as 0.99 "
                          f"(about the last 100 steps) or the default {WaveGANConfig.ema_decay}.")
