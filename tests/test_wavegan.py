@@ -463,6 +463,31 @@ def test_spectral_critic_trains_beside_the_waveform_critic():
         W.WaveGANConfig(spectral_critic=-1)
 
 
+def _generator_step(cfg: W.WaveGANConfig, deaf: tuple[str, ...], real: torch.Tensor,
+                    spectral_weight: float = 1.0) -> torch.Tensor:
+    """How far one SGD step (lr 1) moves a fresh generator's weights when the critics named in ``deaf`` are zeroed."""
+    torch.manual_seed(0)
+    m = W.WaveGAN(cfg)
+    with torch.no_grad():
+        for p in (p for name in deaf for p in getattr(m, name).parameters()):
+            p.zero_()
+    o = W.make_optimizers(m)
+    o["generator"] = torch.optim.SGD(m.generator.parameters(), lr=1.0)
+    g0 = [p.clone() for p in m.generator.parameters()]
+    W.train_step(m, o, lambda: real, torch.Generator().manual_seed(0), n_critic=1, spectral_weight=spectral_weight)
+    return torch.cat([(p - b).flatten() for p, b in zip(m.generator.parameters(), g0)])
+
+
+def _added_critic_keeps_its_weights_and_refuses_a_negative_width(model: W.WaveGAN, name: str) -> None:
+    """A checkpoint without critic ``name`` warm-starts ``model``, which has it: the critic keeps its fresh weights."""
+    own = {k: v.clone() for k, v in getattr(model, name).state_dict().items()}
+    R.warm_start(model, W.WaveGAN(replace(model.config, **{name: 0})), "without it", new=(f"{name}.",))
+    for k, v in getattr(model, name).state_dict().items():
+        torch.testing.assert_close(v, own[k], msg=k)
+    with pytest.raises(ValueError, match=name):
+        W.WaveGANConfig(**{name: -1})
+
+
 def test_long_critic_resolves_the_pitch_of_low_drums_and_pulls_the_generator():
     cfg = replace(TINY, spectral_critic=2, long_critic=2)
     model = W.WaveGAN(cfg)
@@ -484,27 +509,10 @@ def test_long_critic_resolves_the_pitch_of_low_drums_and_pulls_the_generator():
     frozen = [k for k, p in model.named_parameters() if torch.equal(before[k], p) and "generator_ema" not in k]
     assert sorted(frozen) == ["discriminator.dense.bias", "long_critic.dense.bias", "spectral_critic.dense.bias"]
     # With the other two critics deaf, the generator moves through the long critic alone, by spectral_weight.
-    moves = {}
-    for w in (1.0, 2.0):
-        torch.manual_seed(0)
-        m = W.WaveGAN(cfg)
-        with torch.no_grad():
-            for p in [*m.discriminator.parameters(), *m.spectral_critic.parameters()]:
-                p.zero_()
-        o = W.make_optimizers(m)
-        o["generator"] = torch.optim.SGD(m.generator.parameters(), lr=1.0)
-        g0 = [p.clone() for p in m.generator.parameters()]
-        W.train_step(m, o, lambda: real, torch.Generator().manual_seed(0), n_critic=1, spectral_weight=w)
-        moves[w] = torch.cat([(p - b).flatten() for p, b in zip(m.generator.parameters(), g0)])
+    moves = {w: _generator_step(cfg, ("discriminator", "spectral_critic"), real, w) for w in (1.0, 2.0)}
     assert moves[1.0].abs().max() > 0
     torch.testing.assert_close(moves[2.0], 2 * moves[1.0])
-    # A checkpoint without it warm-starts one with it: the long critic keeps its fresh weights.
-    own = {k: v.clone() for k, v in model.long_critic.state_dict().items()}
-    R.warm_start(model, W.WaveGAN(replace(cfg, long_critic=0)), "short", new=("long_critic.",))
-    for k, v in model.long_critic.state_dict().items():
-        torch.testing.assert_close(v, own[k], msg=k)
-    with pytest.raises(ValueError, match="long_critic"):
-        W.WaveGANConfig(long_critic=-1)
+    _added_critic_keeps_its_weights_and_refuses_a_negative_width(model, "long_critic")
 
 
 def test_body_critic_hears_only_the_lowest_bins_and_trains_with_the_others():
@@ -531,23 +539,9 @@ def test_body_critic_hears_only_the_lowest_bins_and_trains_with_the_others():
                  n_critic=1)
     assert [k for k, p in model.body_critic.named_parameters() if torch.equal(before[k], p)] == ["dense.bias"]
     # With the other critics deaf, the generator still moves: through the body critic.
-    torch.manual_seed(0)
-    m = W.WaveGAN(cfg)
-    with torch.no_grad():
-        for p in [*m.discriminator.parameters(), *m.long_critic.parameters()]:
-            p.zero_()
-    o = W.make_optimizers(m)
-    o["generator"] = torch.optim.SGD(m.generator.parameters(), lr=1.0)
-    g0 = [p.clone() for p in m.generator.parameters()]
-    W.train_step(m, o, lambda: torch.rand(2, 1, cfg.slice_length) - 0.5, torch.Generator().manual_seed(0), n_critic=1)
-    assert max(float((p - b).abs().max()) for p, b in zip(m.generator.parameters(), g0)) > 0
-    # A checkpoint without it warm-starts one with it: the body critic keeps its fresh weights.
-    own = {k: v.clone() for k, v in model.body_critic.state_dict().items()}
-    R.warm_start(model, W.WaveGAN(replace(cfg, body_critic=0)), "no body", new=("body_critic.",))
-    for k, v in model.body_critic.state_dict().items():
-        torch.testing.assert_close(v, own[k], msg=k)
-    with pytest.raises(ValueError, match="body_critic"):
-        W.WaveGANConfig(body_critic=-1)
+    real = torch.rand(2, 1, cfg.slice_length) - 0.5
+    assert _generator_step(cfg, ("discriminator", "long_critic"), real).abs().max() > 0
+    _added_critic_keeps_its_weights_and_refuses_a_negative_width(model, "body_critic")
 
 
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
