@@ -79,7 +79,7 @@ class WaveGANConfig:
     mu_law: int = 0                    # mu > 0: generator and critic work on mu-law companded waveforms; not in the paper
     spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
     long_critic: int = 0               # width of a spectrogram critic on 1,024-point windows (low drums); 0 = off
-    body_critic: int = 0               # width of a critic on the 1,024-point windows' lowest 16 bins (to 234 Hz); 0 = off
+    body_critic: int = 0               # width of a critic on the long critic's lowest 16 bins (to 234 Hz); 0 = off
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):

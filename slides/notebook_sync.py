@@ -153,10 +153,10 @@ def _scores(card: dict) -> tuple[str, str]:
         decay = (f"; quietest tenth of {d['generated_clips']:,} clips decays {d['generated']:.0f} dB (real "
                  f"{d['real']:.0f} dB)" if "generated_clips" in d else "")
         settings = card.get("settings", {})
-        critics = [what for key, what in (("spectral_critic", "SpecGAN's, on 256-point log-spectrograms"),
-                                          ("long_critic", "one on 1,024-point ones, for lower notes"),
-                                          ("body_critic", "one on their lowest 16 bins, for the body of kicks and toms"))
-                   if settings.get(key)]
+        critics = [what for key, what in (
+            ("spectral_critic", "SpecGAN's, on 256-point log-spectrograms"),
+            ("long_critic", "one on 1,024-point ones, for lower notes"),
+            ("body_critic", "one on their lowest 16 bins, for the body of kicks and toms")) if settings.get(key)]
         mode = (", trained on mu-law companded samples" if settings.get("mu_law") else "") + (
             f", with spectrogram critics beside the waveform's ({'; '.join(critics)})" if critics else "") + (
             f", and a learned {settings['post_filter']}-tap post-filter" if settings.get("post_filter") else "")

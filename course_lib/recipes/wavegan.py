@@ -231,8 +231,9 @@ def train_cli(argv: Sequence[str]) -> int:
     """``course-lib train wavegan ...``: train, evaluate with a clean-trained classifier, export with a card."""
     args = _train_parser().parse_args(argv)
     if args.spectral_weight != 1.0 and not (args.spectral_critic or args.long_critic or args.body_critic):
-        raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critic, which this run does "
-                         f"not have; add --spectral-critic 8 (or --long-critic 8, --body-critic 8) or drop --spectral-weight.")
+        raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critics, which this run "
+                         f"does not have; add --spectral-critic 8 (or --long-critic 8, --body-critic 8) or drop "
+                         f"--spectral-weight.")
     if args.ema_decay >= 1:
         raise SystemExit(f"--ema-decay {args.ema_decay} never lets the average move; pick a value below 1 such as 0.99 "
                          f"(about the last 100 steps) or the default {WaveGANConfig.ema_decay}.")
