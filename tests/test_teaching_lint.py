@@ -296,6 +296,19 @@ def test_student_text_has_no_developer_voice(stem):
         assert not hits, f"{stem} cell {i}: developer voice {hits}"
 
 
+@pytest.mark.parametrize("stem", LINTED_NOTEBOOKS)
+def test_solutions_are_tagged_and_collapsed(stem):
+    """A solution cell ("# Solution N") carries the tag that keeps it out of the student export and starts
+    collapsed in JupyterLab; a tagged cell is a solution."""
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {})
+        tagged = notebook_sync.SOLUTION_TAG in meta.get("tags", [])
+        if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("# Solution") or tagged:
+            assert tagged and meta.get("jupyter", {}).get("source_hidden") is True, f"{stem} cell {cell['id']}: {meta}"
+            assert "".join(cell["source"]).startswith("# Solution"), f"{stem} cell {cell['id']} is tagged"
+
+
 def lint_readme(text: str) -> list[str]:
     """Numbers in the README's prose outside the generated checkpoint table (which comes from the cards)."""
     prose = notebook_sync._TABLE_RE.sub("", text)
