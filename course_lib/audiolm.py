@@ -18,7 +18,8 @@ two tokenizers and three decoder-only transformers (:class:`course_lib.transform
   ...; :func:`flatten_codes`). In a continuation the prompt's coarse codes start the sequence: this
   *acoustic prompt* keeps the speaker. Course variant (``aligned_semantic``): each code also hears its own
   frame's semantic token, added per position; stage 1's deduplicated tokens then get run lengths drawn from
-  the training data's (:meth:`CoarseStage.expand`), as GSLM's unit-to-speech models get unit durations.
+  the training data's (:meth:`CoarseStage.expand`), a simple stand-in for the duration model of prosody-aware
+  GSLM (Kharitonov et al. 2022).
 * **Stage 3** (:class:`FineStage`): p(y^{Q'+1..Q} | y^{1..Q'}) in non-overlapping chunks (paper: 3 s), the
   chunk's coarse codes as prefix.
 
