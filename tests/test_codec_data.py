@@ -39,6 +39,18 @@ def test_leave_one_speaker_out_has_no_overlap(speaker: str) -> None:
 
 
 @needs_fsdd
+def test_seen_voices_are_the_ones_the_card_says_were_trained() -> None:
+    """A machine with more FSDD speakers than the checkpoint heard must not count the extra ones as seen."""
+    heard = recipe.fsdd_speakers()[:2]
+    sets = {s.name: s for s in recipe.evaluation_sets("fsdd", heldout_speaker=None, voices_size=0,
+                                                      trained_speakers=heard)}
+    assert {_speaker(i) for i in sets["fsdd-seen-speakers"].ids} == set(heard)
+    assert recipe.seen_speakers("george") == [s for s in recipe.fsdd_speakers() if s != "george"]
+    with pytest.raises(ValueError, match="'alice'.*download_fsdd"):
+        recipe.seen_speakers("george", ["jackson", "alice"])
+
+
+@needs_fsdd
 def test_unknown_heldout_speaker_names_the_choices() -> None:
     with pytest.raises(ValueError, match="george"):
         recipe.training_clips("fsdd", 16_000, heldout_speaker="alice")

@@ -42,7 +42,7 @@ from course_lib.recipes.common import (DATA_SOURCES, best_time, card, eval_parse
                                        train_parser)
 from course_lib.train import is_main_process
 
-__all__ = ["DATA", "load_clips", "fsdd_takes", "fsdd_speakers", "speed_perturb", "voices_clips",
+__all__ = ["DATA", "load_clips", "fsdd_takes", "fsdd_speakers", "seen_speakers", "speed_perturb", "voices_clips",
            "mix", "training_clips", "EvalSet", "evaluation_sets", "evaluation_report", "train_cli", "eval_cli",
            "bench"]
 
@@ -65,6 +65,19 @@ def _check_speaker(name: str | None) -> None:
     if name is not None and name not in (found := fsdd_speakers()):
         raise ValueError(f"--heldout-speaker {name!r} is not an FSDD speaker here; choose one of {found} "
                          f"or 'none' (train on every speaker, no unseen FSDD speaker in the report).")
+
+
+def seen_speakers(heldout_speaker: str | None, trained_speakers: Sequence[str] | None = None) -> list[str]:
+    """The FSDD speakers a codec heard: ``trained_speakers`` as its card records them (all must be on this machine),
+    else every speaker here but ``heldout_speaker``. A machine with the full dataset (six speakers) holds voices
+    that a codec trained on the course's four-speaker copy never heard; the card's list keeps them out of "seen"."""
+    if trained_speakers is None:
+        return [s for s in fsdd_speakers() if s != heldout_speaker]
+    if missing := sorted(set(trained_speakers) - set(fsdd_speakers())):
+        raise ValueError(f"the checkpoint was trained on FSDD speakers {missing}, who are not on this machine: "
+                         "install the dataset (course_lib.data.download_fsdd) or set COURSE_DATA_DIR to a copy "
+                         "with them.")
+    return list(trained_speakers)
 
 
 def _spread(n: int, size: int | None) -> list[int]:
@@ -173,8 +186,11 @@ class EvalSet(NamedTuple):
 
 
 def evaluation_sets(source: str, sample_rate: int = 16_000, heldout_speaker: str | None = DEFAULT_HELDOUT,
-                    size: int | None = None, voices_size: int = 64, seed: int = 0) -> list[EvalSet]:
-    """The report's clip sets, unseen voices first. ``size`` caps each FSDD set (evenly spread takes)."""
+                    size: int | None = None, voices_size: int = 64, seed: int = 0,
+                    trained_speakers: Sequence[str] | None = None) -> list[EvalSet]:
+    """The report's clip sets, unseen voices first. ``size`` caps each FSDD set (evenly spread takes).
+    ``trained_speakers`` (a card's ``eval.trained_speakers``) are the seen voices; by default every FSDD speaker on
+    this machine but the held-out one, which is what training uses (:func:`seen_speakers`)."""
     if source == "synthworld":
         clips = load_clips(source, "test", sample_rate, size, seed)
         return [EvalSet("synthworld-test", "SynthWorld test split, every family", clips,
@@ -189,7 +205,7 @@ def evaluation_sets(source: str, sample_rate: int = 16_000, heldout_speaker: str
         clips, ids = voices_clips("test", "heldout", voices_size, sample_rate, seed)
         sets.append(EvalSet("voices-unseen", "held-out espeak-ng speakers saying held-out sentences, low-passed "
                             "at 4 kHz, peaks at -20..-3 dBFS", clips, ids, True))
-    seen = [s for s in fsdd_speakers() if s != heldout_speaker]
+    seen = seen_speakers(heldout_speaker, trained_speakers)
     clips, ids = fsdd_takes("test", sample_rate, speakers=seen, size=size)
     sets.append(EvalSet("fsdd-seen-speakers", f"test takes (0-4) of the training speakers {seen}: voices heard "
                         f"in training, takes not", clips, ids, True))
@@ -376,6 +392,7 @@ def train_cli(argv: Sequence[str]) -> int:
                 runs_before=runs_before(args.init_from) if args.init_from else [], stored_dtype="float16",
                 training_clips=len(train.clips), heldout_speaker=heldout,
                 eval={"data": args.data, "heldout_speaker": heldout, "eval_size": args.eval_size,
+                      **({"trained_speakers": seen_speakers(heldout)} if speech else {}),
                       "voices_eval_size": args.voices_eval_size if speech else 0, "rulers": RULERS,
                       "sets": {s.name: {"description": s.description, "clips": len(s.clips)} for s in sets}})
     print(_summary(metrics, cfg.num_quantizers), file=sys.stderr)
@@ -425,7 +442,8 @@ def eval_cli(argv: Sequence[str]) -> dict:
     heldout = getattr(args, "heldout_speaker", ev.get("heldout_speaker"))
     n_voices = args.voices_eval_size if args.voices_eval_size is not None else ev.get("voices_eval_size", 64)
     model = load_pretrained(args.checkpoint)
-    sets = evaluation_sets(source, model.sample_rate, heldout, size, n_voices if source != "synthworld" else 0, seed)
+    sets = evaluation_sets(source, model.sample_rate, heldout, size, n_voices if source != "synthworld" else 0, seed,
+                           trained_speakers=ev.get("trained_speakers"))
     return {"checkpoint": str(args.checkpoint), "data": source, "heldout_speaker": heldout,
             "clips": {s.name: len(s.clips) for s in sets}, "metrics": _report_all(model, sets),
             "card_metrics": info.get("metrics")}
