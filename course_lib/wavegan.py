@@ -6,7 +6,7 @@ convolution and every stride 2 becomes a stride 4, so five layers grow a 16-samp
 (github.com/chrisdonahue/wavegan) where it matters:
 
 - generator: ``z ~ U[-1, 1]^100`` -> dense -> (transposed conv k25 s4 -> ReLU) x L, the last
-  with tanh; no batch norm; optionally the learned post-processing filter (paper section 3.3), a
+  with tanh; no batch norm; optionally the learned post-processing filter (paper appendix B), a
   ``post_filter_length``-tap FIR;
 - discriminator (the *critic*): (conv k25 s4 -> LeakyReLU 0.2 -> phase shuffle n=2) x L, no
   phase shuffle after the last conv, then dense to one unbounded score;
