@@ -296,17 +296,27 @@ def test_student_text_has_no_developer_voice(stem):
         assert not hits, f"{stem} cell {i}: developer voice {hits}"
 
 
-@pytest.mark.parametrize("stem", LINTED_NOTEBOOKS)
-def test_solutions_are_tagged_and_collapsed(stem):
+def lint_solutions(nb: dict) -> list[str]:
     """A solution cell ("# Solution N") carries the tag that keeps it out of the student export and starts
     collapsed in JupyterLab; a tagged cell is a solution."""
-    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    problems = []
     for cell in nb["cells"]:
-        meta = cell.get("metadata", {})
+        meta, text = cell.get("metadata", {}), "".join(cell["source"])
         tagged = notebook_sync.SOLUTION_TAG in meta.get("tags", [])
-        if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("# Solution") or tagged:
-            assert tagged and meta.get("jupyter", {}).get("source_hidden") is True, f"{stem} cell {cell['id']}: {meta}"
-            assert "".join(cell["source"]).startswith("# Solution"), f"{stem} cell {cell['id']} is tagged"
+        if cell["cell_type"] == "code" and text.startswith("# Solution") and not tagged:
+            problems.append(f"cell {cell['id']}: a solution without the {notebook_sync.SOLUTION_TAG!r} tag")
+        if tagged and meta.get("jupyter", {}).get("source_hidden") is not True:
+            problems.append(f"cell {cell['id']}: a solution that does not start collapsed")
+        if tagged and not text.startswith("# Solution"):
+            problems.append(f"cell {cell['id']}: tagged as a solution but does not start with '# Solution'")
+    return problems
+
+
+@pytest.mark.parametrize("stem", LINTED_NOTEBOOKS)
+def test_solutions_are_tagged_and_collapsed(stem):
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    problems = lint_solutions(nb)
+    assert not problems, f"{stem}:\n" + "\n".join(problems)
 
 
 def lint_readme(text: str) -> list[str]:
@@ -358,6 +368,16 @@ def _nb(markdown: list[str], code: list[str], solution: str | None = None) -> di
         cells.append({"cell_type": "code", "id": "sol", "source": solution, "outputs": [], "execution_count": None,
                       "metadata": {"tags": ["solution"], "jupyter": {"source_hidden": True}}})
     return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_lint_flags_untagged_uncollapsed_and_mislabelled_solutions():
+    assert lint_solutions(_nb([], ["x = 1"], solution="# Solution 1\nx = 2")) == []
+    untagged = _nb([], ["# Solution 1\nx = 2"])
+    uncollapsed = _nb([], [], solution="# Solution 1\nx = 2")
+    uncollapsed["cells"][-1]["metadata"].pop("jupyter")
+    mislabelled = _nb([], [], solution="x = 2")
+    for nb, why in ((untagged, "without"), (uncollapsed, "collapsed"), (mislabelled, "does not start")):
+        assert any(why in p for p in lint_solutions(nb)), (why, lint_solutions(nb))
 
 
 @pytest.mark.parametrize("code", [

@@ -392,7 +392,7 @@ def train_cli(argv: Sequence[str]) -> int:
                 runs_before=runs_before(args.init_from) if args.init_from else [], stored_dtype="float16",
                 training_clips=len(train.clips), heldout_speaker=heldout,
                 eval={"data": args.data, "heldout_speaker": heldout, "eval_size": args.eval_size,
-                      **({"trained_speakers": seen_speakers(heldout)} if speech else {}),
+                      **({"trained_speakers": seen_speakers(heldout)} if "fsdd" in train.sources else {}),
                       "voices_eval_size": args.voices_eval_size if speech else 0, "rulers": RULERS,
                       "sets": {s.name: {"description": s.description, "clips": len(s.clips)} for s in sets}})
     print(_summary(metrics, cfg.num_quantizers), file=sys.stderr)
