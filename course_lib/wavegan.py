@@ -40,6 +40,7 @@ D latent width).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import Tensor, nn
 
 from course_lib import checkpoint
@@ -80,6 +82,7 @@ class WaveGANConfig:
     spectral_critic: int = 0           # width of a second, log-spectrogram critic (SpecGAN's); 0 = off
     long_critic: int = 0               # width of a spectrogram critic on 1,024-point windows (low drums); 0 = off
     body_critic: int = 0               # width of a critic on the long critic's lowest 16 bins (to 234 Hz); 0 = off
+    highpass_hz: float = 0.0           # fixed high-pass after the tanh (DC offset and drift); 0 = off; not in the paper
 
     def __post_init__(self) -> None:
         if self.num_layers not in (4, 5):
@@ -93,6 +96,9 @@ class WaveGANConfig:
                              ">= 0.")
         if self.mu_law < 0:
             raise ValueError(f"mu_law must be 0 (off) or a positive mu such as 255, got {self.mu_law}.")
+        if not 0 <= self.highpass_hz < self.sample_rate / 2 or (self.highpass_hz and self.mu_law):
+            raise ValueError(f"highpass_hz must be 0 (off) or a cutoff below {self.sample_rate / 2:g} Hz such as 25, "
+                             f"on linear waveforms (mu_law 0); got highpass_hz={self.highpass_hz}, mu_law={self.mu_law}.")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1) (0 turns the average off), got {self.ema_decay}.")
 
@@ -165,6 +171,23 @@ def _channels(cfg: WaveGANConfig) -> list[int]:
     return [cfg.d * 2 ** i for i in reversed(range(cfg.num_layers))]
 
 
+def highpass(x: Tensor, hz: float, sample_rate: int) -> Tensor:
+    """``(..., T) -> (..., T)``: a fixed 4th-order Butterworth high-pass (-3 dB at ``hz``), two biquads in cascade.
+
+    Not in the paper. The generator's last layer has a bias and its output drifts below 30 Hz, where real drums
+    have almost no energy; a 512-tap post-filter cannot remove that drift without also cutting kick bodies at
+    40-65 Hz (its resolution is about 31 Hz). Coefficients: Bristow-Johnson's audio EQ cookbook (the same as
+    ``torchaudio.functional.highpass_biquad``), Q = 1 / (2 cos(k pi / 8)) for k = 1, 3; never clamped.
+    """
+    w0 = 2 * math.pi * hz / sample_rate
+    for q in (1 / (2 * math.cos(math.pi / 8)), 1 / (2 * math.cos(3 * math.pi / 8))):
+        alpha, c = math.sin(w0) / (2 * q), math.cos(w0)
+        b = torch.tensor([(1 + c) / 2, -(1 + c), (1 + c) / 2], dtype=x.dtype, device=x.device)
+        a = torch.tensor([1 + alpha, -2 * c, 1 - alpha], dtype=x.dtype, device=x.device)
+        x = torchaudio.functional.lfilter(x, a, b, clamp=False)
+    return x
+
+
 class Generator(nn.Module):
     """``z (B, D) -> x (B, 1, T)``: dense to ``(B, 16d', 16)``, then L transposed convs of stride 4."""
 
@@ -191,6 +214,8 @@ class Generator(nn.Module):
         for i, up in enumerate(self.ups):
             x = up(x)                                                # (B, C, 4 T_prev)
             x = torch.tanh(x) if i == len(self.ups) - 1 else F.relu(x)
+        if self.config.highpass_hz:
+            x = highpass(x, self.config.highpass_hz, self.config.sample_rate)
         if self.post_filter is not None:                             # official code: after tanh, 'same' padding
             k = self.config.post_filter_length
             x = self.post_filter(F.pad(x, ((k - 1) // 2, k // 2)))

@@ -544,6 +544,30 @@ def test_body_critic_hears_only_the_lowest_bins_and_trains_with_the_others():
     _added_critic_keeps_its_weights_and_refuses_a_negative_width(model, "body_critic")
 
 
+def test_highpass_removes_the_offset_keeps_kick_bodies_and_passes_gradients():
+    sr = 16_000
+    t = torch.arange(4 * sr, dtype=torch.float64) / sr
+    gain = lambda f: float(10 * torch.log10(2 * (  # noqa: E731 - a tone's steady-state power gain, after one second
+        W.highpass(torch.sin(2 * torch.pi * f * t).view(1, 1, -1), 25.0, sr)[..., sr:].square().mean())))
+    assert abs(gain(25.0) + 3.0) < 0.2                                  # Butterworth: -3 dB at the cutoff
+    assert gain(5.0) < -55 and gain(12.5) < -24                         # 4th order: 24 dB per octave
+    assert gain(40.0) > -0.3 and abs(gain(1000.0)) < 0.01               # a kick's body (40-65 Hz) passes
+    offset = W.highpass(torch.full((1, 1, 2 * sr), 0.3), 25.0, sr)
+    assert float(offset[..., sr:].abs().amax()) < 1e-4                  # a constant decays away within a second
+    cfg = replace(TINY, highpass_hz=25.0)
+    model = W.WaveGAN(cfg)
+    z = model.sample_latent(2, torch.Generator().manual_seed(0))
+    plain = W.Generator(TINY)
+    plain.load_state_dict(model.generator.state_dict())
+    torch.testing.assert_close(model.generator(z), W.highpass(plain(z), 25.0, cfg.sample_rate))
+    model.generator(z).square().sum().backward()                        # no clamp: every weight gets a gradient
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
+    with pytest.raises(ValueError, match="highpass_hz must be 0"):
+        replace(TINY, highpass_hz=9000.0)
+    with pytest.raises(ValueError, match="mu_law 0"):
+        replace(TINY, highpass_hz=25.0, mu_law=255)
+
+
 def test_rulers_are_deterministic_and_differ_in_noise(monkeypatch):
     clips = R.load_clips("synthworld-drums", "train", 32)
     monkeypatch.setattr(gan_eval, "train_classifier", lambda *a, steps=400, **k: _real_train_classifier(*a, steps=5, **k))

@@ -30,9 +30,9 @@ from course_lib.checkpoint import atomic_write, checkpoint_root, git_commit, rea
 from course_lib.data import voices
 from course_lib.train import TrainResult
 
-__all__ = ["DataSource", "DATA_SOURCES", "positive_int", "nonnegative_int", "positive_float", "train_parser",
-           "eval_parser", "EvalPlan", "eval_plan", "Run", "plan_run", "card", "export", "best_time", "EXIT_UNFINISHED",
-           "digest", "cached"]
+__all__ = ["DataSource", "DATA_SOURCES", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
+           "train_parser", "eval_parser", "EvalPlan", "eval_plan", "Run", "plan_run", "card", "export", "best_time",
+           "EXIT_UNFINISHED", "digest", "cached"]
 
 EXIT_UNFINISHED = 3   # a run stopped by its time budget or Ctrl-C: last.pt kept, nothing exported
 
@@ -75,6 +75,7 @@ def _number(kind: type, low: float, inclusive: bool) -> Callable[[str], Any]:
 positive_int = _number(int, 0, inclusive=False)
 nonnegative_int = _number(int, 0, inclusive=True)
 positive_float = _number(float, 0.0, inclusive=False)
+nonnegative_float = _number(float, 0.0, inclusive=True)
 
 
 def train_parser(family: str, presets: Sequence[str], data: Sequence[str]) -> argparse.ArgumentParser:

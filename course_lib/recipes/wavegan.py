@@ -25,8 +25,9 @@ from torch import Tensor
 from course_lib import checkpoint, gan_eval
 from course_lib import data as course_data
 from course_lib.audio import load, save
-from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_int, plan_run,
-                                       positive_float, positive_int, train_parser, warm_start)
+from course_lib.recipes.common import (best_time, card, eval_parser, eval_plan, export, nonnegative_float,
+                                       nonnegative_int, plan_run, positive_float, positive_int, train_parser,
+                                       warm_start)
 from course_lib.train import is_main_process
 from course_lib.wavegan import BATCH_SIZES, PRESETS, WaveGAN, WaveGANConfig, fit, load_pretrained
 
@@ -214,6 +215,10 @@ def _train_parser():
     p.add_argument("--body-critic", type=nonnegative_int, default=0,
                    help="width of a further spectrogram critic on the lowest 16 bins of 1,024-point windows (centred "
                         "0-234 Hz: the ringing body of kicks and toms; 8 for small); default 0: off")
+    p.add_argument("--highpass", type=nonnegative_float, default=0.0,
+                   help="cutoff in Hz of a fixed 4th-order Butterworth high-pass after the generator's tanh, before "
+                        "the post-filter (not in the paper: removes the output's DC offset and drift; e.g. 25); "
+                        "default 0: off")
     p.add_argument("--spectral-weight", type=positive_float, default=1.0,
                    help="weight of each spectrogram critic's score in the generator's objective (default 1: the sum)")
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
@@ -244,11 +249,12 @@ def train_cli(argv: Sequence[str]) -> int:
                    **({"post_filter": args.post_filter} if args.post_filter else {}),
                    **({"long_critic": args.long_critic} if args.long_critic else {}),
                    **({"body_critic": args.body_critic} if args.body_critic else {}),
+                   **({"highpass_hz": args.highpass} if args.highpass else {}),
                    **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}),
                    **({"ema_decay": args.ema_decay} if args.ema_decay != WaveGANConfig.ema_decay else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
                   post_filter_length=args.post_filter, ema_decay=args.ema_decay, long_critic=args.long_critic,
-                  body_critic=args.body_critic)
+                  body_critic=args.body_critic, highpass_hz=args.highpass)
     batch_size = args.batch_size or BATCH_SIZES[run.preset]
     torch.manual_seed(args.seed)                                   # model initialisation
     train = load_clips(args.data, "train", args.train_size, cfg.slice_length, cfg.sample_rate, args.seed)
