@@ -96,9 +96,12 @@ class WaveGANConfig:
                              ">= 0.")
         if self.mu_law < 0:
             raise ValueError(f"mu_law must be 0 (off) or a positive mu such as 255, got {self.mu_law}.")
-        if not 0 <= self.highpass_hz < self.sample_rate / 2 or (self.highpass_hz and self.mu_law):
-            raise ValueError(f"highpass_hz must be 0 (off) or a cutoff below {self.sample_rate / 2:g} Hz such as 25, "
-                             f"on linear waveforms (mu_law 0); got highpass_hz={self.highpass_hz}, mu_law={self.mu_law}.")
+        if not 0 <= self.highpass_hz < self.sample_rate / 2:
+            raise ValueError(f"highpass_hz must be 0 (off) or a cutoff in Hz below {self.sample_rate / 2:g} such as "
+                             f"25, got {self.highpass_hz}.")
+        if self.highpass_hz and self.mu_law:
+            raise ValueError(f"highpass_hz filters linear waveforms; with mu_law={self.mu_law} set highpass_hz=0 or "
+                             f"mu_law=0.")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1) (0 turns the average off), got {self.ema_decay}.")
 
@@ -361,8 +364,9 @@ class WaveGAN(nn.Module):
     def generate(self, n: int, generator: torch.Generator | None = None, batch_size: int = 256) -> Tensor:
         """``n`` new clips ``(n, 1, T)``, ``T = cfg.slice_length``, from the weight average.
 
-        In [-1, 1] (the tanh) unless a post-filter follows it: a filtered clip can pass full scale (about 4 % of
-        the long-critic checkpoint's clips do; a 16-bit file written by :func:`course_lib.audio.save` clips them)."""
+        In [-1, 1] (the tanh) unless a high-pass or post-filter follows it: a filtered clip can pass full scale
+        (about 4 % of the long-critic checkpoint's clips do; a 16-bit file written by :func:`course_lib.audio.save`
+        clips them)."""
         z = self.sample_latent(n, generator)                         # (n, D)
         g = self.generator_ema if self.generator_ema is not None else self.generator
         return torch.cat([self.expand(g(zb)) for zb in z.split(batch_size)])

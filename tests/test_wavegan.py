@@ -552,19 +552,21 @@ def test_highpass_removes_the_offset_keeps_kick_bodies_and_passes_gradients():
     assert abs(gain(25.0) + 3.0) < 0.2                                  # Butterworth: -3 dB at the cutoff
     assert gain(5.0) < -55 and gain(12.5) < -24                         # 4th order: 24 dB per octave
     assert gain(40.0) > -0.3 and abs(gain(1000.0)) < 0.01               # a kick's body (40-65 Hz) passes
-    offset = W.highpass(torch.full((1, 1, 2 * sr), 0.3), 25.0, sr)
-    assert float(offset[..., sr:].abs().amax()) < 1e-4                  # a constant decays away within a second
+    offset = W.highpass(torch.full((1, 1, 4096), 0.3), 25.0, sr)       # one clip's length, 256 ms
+    assert float(offset[..., 2048:].abs().amax()) < 0.01 * 0.3          # a constant becomes a transient at the start
+    step = W.highpass(torch.cat([torch.ones(1, 1, 400), -torch.ones(1, 1, 400)], -1), 25.0, sr)
+    assert float(step.abs().amax()) > 1.5                              # never clamped to [-1, 1]
     cfg = replace(TINY, highpass_hz=25.0)
     model = W.WaveGAN(cfg)
     z = model.sample_latent(2, torch.Generator().manual_seed(0))
     plain = W.Generator(TINY)
     plain.load_state_dict(model.generator.state_dict())
     torch.testing.assert_close(model.generator(z), W.highpass(plain(z), 25.0, cfg.sample_rate))
-    model.generator(z).square().sum().backward()                        # no clamp: every weight gets a gradient
+    model.generator(z).square().sum().backward()                        # every weight gets a gradient
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
     with pytest.raises(ValueError, match="highpass_hz must be 0"):
         replace(TINY, highpass_hz=9000.0)
-    with pytest.raises(ValueError, match="mu_law 0"):
+    with pytest.raises(ValueError, match="highpass_hz filters linear waveforms"):
         replace(TINY, highpass_hz=25.0, mu_law=255)
 
 
