@@ -629,3 +629,12 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
     assert tuned.config.post_filter_length == 9
     torch.testing.assert_close(tuned.generator.post_filter.weight, identity, atol=1e-2, rtol=0)
     assert checkpoint.read_card(ft)["settings"]["post_filter"] == 9
+    # Fine-tuned from the filtered checkpoint without a filter: refused unless asked for, then the taps are dropped.
+    bare = [*common[:2], "--steps", "1", *common[4:10], "--init-from", str(ft), "--out", str(tmp_path / "bare"),
+            "--run-dir", str(tmp_path / "run-bare"), "--threads", "1"]
+    with pytest.raises(SystemExit, match="--post-filter 9 to keep it, or --drop-post-filter"):
+        R.train_cli(bare)
+    assert R.train_cli([*bare, "--drop-post-filter"]) == 0
+    dropped = W.load_pretrained(tmp_path / "bare")
+    assert dropped.generator.post_filter is None and checkpoint.read_card(tmp_path / "bare")["settings"][
+        "drop_post_filter"] is True

@@ -224,6 +224,9 @@ def _train_parser():
     p.add_argument("--post-filter", type=nonnegative_int, default=0,
                    help="taps of the paper's learned post-processing filter after the generator (paper: 512; default "
                         "0: none); with --init-from a checkpoint without one, it starts as the identity")
+    p.add_argument("--drop-post-filter", action="store_true",
+                   help="with --init-from a checkpoint that has a post-filter and no --post-filter here: train on "
+                        "without it (its taps are dropped)")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint's generator, average and critic (same preset), e.g. to fine-tune")
     p.add_argument("--ema-decay", type=positive_float, default=WaveGANConfig.ema_decay,
@@ -250,6 +253,7 @@ def train_cli(argv: Sequence[str]) -> int:
                    **({"long_critic": args.long_critic} if args.long_critic else {}),
                    **({"body_critic": args.body_critic} if args.body_critic else {}),
                    **({"highpass_hz": args.highpass} if args.highpass else {}),
+                   **({"drop_post_filter": True} if args.drop_post_filter else {}),
                    **({"spectral_weight": args.spectral_weight} if args.spectral_weight != 1.0 else {}),
                    **({"ema_decay": args.ema_decay} if args.ema_decay != WaveGANConfig.ema_decay else {}))
     cfg = replace(WaveGANConfig.preset(run.preset), mu_law=args.mu_law, spectral_critic=args.spectral_critic,
@@ -262,9 +266,15 @@ def train_cli(argv: Sequence[str]) -> int:
     model = WaveGAN(cfg)
     if args.init_from:
         start = load_pretrained(args.init_from)
+        filtered = start.generator.post_filter is not None and not cfg.post_filter_length
+        if filtered and not args.drop_post_filter:
+            raise SystemExit(f"--init-from {args.init_from} has a {start.config.post_filter_length}-tap post-filter; "
+                             f"add --post-filter {start.config.post_filter_length} to keep it, or --drop-post-filter "
+                             f"to train on without it.")
         warm_start(model, start, args.init_from,
                    new=("spectral_critic.", "long_critic.", "body_critic.", "generator.post_filter.",
-                        "generator_ema.post_filter."))
+                        "generator_ema.post_filter."),
+                   fresh=("generator.post_filter.", "generator_ema.post_filter.") if filtered else ())
         if cfg.post_filter_length and start.generator.post_filter is None:   # added now: it starts as the identity
             for g in filter(None, (model.generator, model.generator_ema)):
                 g.identity_post_filter_()
