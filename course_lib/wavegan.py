@@ -177,10 +177,11 @@ def _channels(cfg: WaveGANConfig) -> list[int]:
 def highpass(x: Tensor, hz: float, sample_rate: int) -> Tensor:
     """``(..., T) -> (..., T)``: a fixed 4th-order Butterworth high-pass (-3 dB at ``hz``), two biquads in cascade.
 
-    Not in the paper. The generator's last layer has a bias and its output drifts below 30 Hz, where real drums
-    have almost no energy; a 512-tap post-filter cannot remove that drift without also cutting kick bodies at
-    40-65 Hz (its resolution is about 31 Hz). Coefficients: Bristow-Johnson's audio EQ cookbook (the same as
-    ``torchaudio.functional.highpass_biquad``), Q = 1 / (2 cos(k pi / 8)) for k = 1, 3; never clamped.
+    Not in the paper. A trained generator's output can carry a DC offset and drift below 30 Hz, where real drums
+    have almost no energy; a 512-tap post-filter cannot remove them without also cutting kick bodies at 40-65 Hz
+    (its resolution is about 31 Hz). Coefficients: Bristow-Johnson's audio EQ cookbook (the same as
+    ``torchaudio.functional.highpass_biquad``, which clamps its output to [-1, 1]), Q = 1 / (2 cos(k pi / 8)) for
+    k = 1, 3; never clamped here.
     """
     w0 = 2 * math.pi * hz / sample_rate
     for q in (1 / (2 * math.cos(math.pi / 8)), 1 / (2 * math.cos(3 * math.pi / 8))):

@@ -634,7 +634,14 @@ def test_train_cli_export_and_eval_cli_reproduce_the_card(tmp_path):
             "--run-dir", str(tmp_path / "run-bare"), "--threads", "1"]
     with pytest.raises(SystemExit, match="--post-filter 9 to keep it, or --drop-post-filter"):
         R.train_cli(bare)
+    with pytest.raises(SystemExit, match="which this run keeps"):
+        R.train_cli([*bare, "--drop-post-filter", "--post-filter", "9"])
+    with pytest.raises(SystemExit, match="add --init-from NAME"):
+        R.train_cli([*common, "--drop-post-filter"])
     assert R.train_cli([*bare, "--drop-post-filter"]) == 0
     dropped = W.load_pretrained(tmp_path / "bare")
     assert dropped.generator.post_filter is None and checkpoint.read_card(tmp_path / "bare")["settings"][
         "drop_post_filter"] is True
+    with pytest.raises(SystemExit, match="which has none"):                # nothing left to drop
+        R.train_cli([*bare, "--drop-post-filter", "--init-from", str(tmp_path / "bare"), "--run-dir",
+                     str(tmp_path / "run-bare2"), "--out", str(tmp_path / "bare2")])

@@ -242,6 +242,9 @@ def train_cli(argv: Sequence[str]) -> int:
         raise SystemExit(f"--spectral-weight {args.spectral_weight} weighs the spectrogram critics, which this run "
                          f"does not have; add --spectral-critic 8 (or --long-critic 8, --body-critic 8) or drop "
                          f"--spectral-weight.")
+    if args.drop_post_filter and not args.init_from:
+        raise SystemExit("--drop-post-filter drops the post-filter of an --init-from checkpoint; add --init-from NAME "
+                         "or remove --drop-post-filter.")
     if args.ema_decay >= 1:
         raise SystemExit(f"--ema-decay {args.ema_decay} never lets the average move; pick a value below 1 such as 0.99 "
                          f"(about the last 100 steps) or the default {WaveGANConfig.ema_decay}.")
@@ -267,6 +270,10 @@ def train_cli(argv: Sequence[str]) -> int:
     if args.init_from:
         start = load_pretrained(args.init_from)
         filtered = start.generator.post_filter is not None and not cfg.post_filter_length
+        if args.drop_post_filter and not filtered:
+            raise SystemExit(f"--drop-post-filter drops the post-filter of --init-from {args.init_from}, which "
+                             f"{'has none' if start.generator.post_filter is None else 'this run keeps'}; remove "
+                             f"--drop-post-filter{'' if start.generator.post_filter is None else ' or --post-filter'}.")
         if filtered and not args.drop_post_filter:
             raise SystemExit(f"--init-from {args.init_from} has a {start.config.post_filter_length}-tap post-filter; "
                              f"add --post-filter {start.config.post_filter_length} to keep it, or --drop-post-filter "
