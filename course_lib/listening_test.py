@@ -3,7 +3,8 @@
 MUSHRA (ITU-R BS.1534-3, *Method for the subjective assessment of intermediate quality level of
 audio systems*) plays an open **reference**, then the same excerpt through every system under test
 in a random order with blind labels, among them a **hidden reference** (the reference again) and a
-**low anchor** (the reference low-passed at 3.5 kHz). The listener rates each on a 0-100 slider.
+**low anchor** (the reference low-passed at 3.5 kHz for full-band audio; ``anchor_hz`` scales it to material of
+a narrower band). The listener rates each on a 0-100 slider.
 The hidden reference checks the listener (it should get about 100), the anchor fixes the bottom of
 the scale, so that scores from different people and tests can be compared.
 
@@ -34,19 +35,26 @@ from scipy import stats
 from course_lib.checkpoint import atomic_write
 from course_lib.listen import Player, _checked
 
-__all__ = ["HIDDEN_REFERENCE", "ANCHOR", "low_anchor", "Mushra", "mushra", "load_scores", "mean_scores",
+__all__ = ["HIDDEN_REFERENCE", "ANCHOR", "ANCHOR_HZ", "low_anchor", "Mushra", "mushra", "load_scores", "mean_scores",
            "screen_listener", "rank_agreement"]
 
 HIDDEN_REFERENCE = "hidden reference"
-ANCHOR = "anchor (3.5 kHz low-pass)"
-_ANCHOR_HZ = 3500.0          # BS.1534-3's low anchor
+ANCHOR = "anchor (low-pass)"
+ANCHOR_HZ = 3500.0           # BS.1534-3's low anchor, for full-band audio
 
 
-def low_anchor(wav: Any, sample_rate: float) -> np.ndarray:
-    """The reference low-passed at 3.5 kHz (eight cascaded biquads: a steep, recognisably dull copy)."""
+def low_anchor(wav: Any, sample_rate: float, anchor_hz: float = ANCHOR_HZ) -> np.ndarray:
+    """The reference low-passed at ``anchor_hz`` (eight cascaded biquads: a steep, recognisably dull copy).
+
+    BS.1534-3's 3.5 kHz suits full-band audio; material that stops at 4 kHz keeps nearly all of itself below
+    3.5 kHz, so pass a cutoff scaled to its band (e.g. half of it)."""
+    if not 0 < anchor_hz < sample_rate / 2:
+        raise ValueError(f"anchor_hz must lie between 0 and the Nyquist frequency {sample_rate / 2:g} Hz, got "
+                         f"{anchor_hz}; BS.1534-3 uses {ANCHOR_HZ:g} for full-band audio, about half of a narrower "
+                         f"material's band otherwise.")
     x = torch.from_numpy(_checked(wav).astype(np.float32))
     for _ in range(8):
-        x = AF.lowpass_biquad(x, int(sample_rate), _ANCHOR_HZ)
+        x = AF.lowpass_biquad(x, int(sample_rate), anchor_hz)
     return x.numpy()
 
 
@@ -60,7 +68,8 @@ class Mushra(widgets.VBox):
     """
 
     def __init__(self, reference: Any, systems: Mapping[str, Any], sample_rate: float, trial: str,
-                 path: str | Path = "listening_scores.json", anchor: bool = True, seed: int = 0) -> None:
+                 path: str | Path = "listening_scores.json", anchor: bool = True, seed: int = 0,
+                 anchor_hz: float = ANCHOR_HZ) -> None:
         if not systems:
             raise ValueError("mushra needs at least one system to rate, e.g. {'codec': decoded_wav}.")
         clash = {HIDDEN_REFERENCE, ANCHOR} & set(systems)
@@ -74,7 +83,7 @@ class Mushra(widgets.VBox):
                                  f"trim or pad every condition to the reference's length.")
         conditions[HIDDEN_REFERENCE] = ref
         if anchor:
-            conditions[ANCHOR] = low_anchor(ref, sample_rate)
+            conditions[ANCHOR] = low_anchor(ref, sample_rate, anchor_hz)
         perm = torch.randperm(len(conditions), generator=torch.Generator().manual_seed(seed)).tolist()
         names = list(conditions)
         self.order = [names[i] for i in perm]
@@ -124,9 +133,11 @@ class Mushra(widgets.VBox):
 
 
 def mushra(reference: Any, systems: Mapping[str, Any], sample_rate: float, trial: str,
-           path: str | Path = "listening_scores.json", anchor: bool = True, seed: int = 0) -> Mushra:
-    """A MUSHRA trial widget; see :class:`Mushra`. ``seed`` fixes the blind order (use a new one per trial)."""
-    return Mushra(reference, systems, sample_rate, trial, path=path, anchor=anchor, seed=seed)
+           path: str | Path = "listening_scores.json", anchor: bool = True, seed: int = 0,
+           anchor_hz: float = ANCHOR_HZ) -> Mushra:
+    """A MUSHRA trial widget; see :class:`Mushra`. ``seed`` fixes the blind order (use a new one per trial);
+    ``anchor_hz``: :func:`low_anchor`'s cutoff."""
+    return Mushra(reference, systems, sample_rate, trial, path=path, anchor=anchor, seed=seed, anchor_hz=anchor_hz)
 
 
 def load_scores(path: str | Path) -> dict[str, dict[str, int]]:
