@@ -32,16 +32,23 @@ def test_anchor_keeps_the_low_band_and_removes_the_high_one():
     assert _band_energy(y, 5000, 8000) < 1e-4 * _band_energy(x, 5000, 8000)
 
 
-def test_anchor_cutoff_scales_to_narrow_material_and_bad_cutoffs_are_named():
+def test_anchor_cutoff_scales_to_narrow_material_and_bad_cutoffs_are_named(monkeypatch):
     x = _clip(0).numpy()
     y = lt.low_anchor(x, SR, anchor_hz=1000.0)               # e.g. half the band of speech that stops at 2 kHz
     assert _band_energy(y, 0, 500) > 0.8 * _band_energy(x, 0, 500)
     assert _band_energy(y, 2500, 4000) < 1e-3 * _band_energy(x, 2500, 4000)
-    trial = lt.mushra(_clip(0), {"codec": _clip(1)}, SR, trial="t", anchor_hz=1000.0)
-    assert trial.order.count(lt.ANCHOR) == 1
     for bad in (0.0, SR / 2):
         with pytest.raises(ValueError, match="anchor_hz"):
             lt.low_anchor(x, SR, anchor_hz=bad)
+    cutoffs, real_anchor = [], lt.low_anchor                 # the widget passes its cutoff on to the anchor
+
+    def recorded(wav, sample_rate, anchor_hz=lt.ANCHOR_HZ):
+        cutoffs.append(anchor_hz)
+        return real_anchor(wav, sample_rate, anchor_hz)
+
+    monkeypatch.setattr(lt, "low_anchor", recorded)
+    trial = lt.mushra(_clip(0), {"codec": _clip(1)}, SR, trial="t", anchor_hz=1000.0)
+    assert trial.order.count(lt.ANCHOR) == 1 and cutoffs == [1000.0]
 
 
 def test_trial_hides_the_reference_among_blind_conditions_and_saves(tmp_path):
