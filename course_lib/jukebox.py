@@ -77,7 +77,6 @@ class PriorConfig:
     song_seconds: float = 0.0                # length of the training songs (0: unknown), the default song to write
     guidance: float = 1.0                    # top prior sampled with classifier-free guidance (1: off)
     unknown_style: bool = False              # the top prior also learns songs asked for nothing (style hidden too)
-    up_guidance: float = 1.0                 # upsamplers sampled with classifier-free guidance on the key (1: off)
 
     @property
     def codebook_sizes(self) -> tuple[int, int, int]:   # K of the bottom, middle and top codes
@@ -373,20 +372,15 @@ class Jukebox(nn.Module):
     def upsample(self, level: int, upper: Tensor, style: str, prompt: Tensor | None = None,
                  generator: torch.Generator | None = None, temperature: float = 1.0, key: str | None = None) -> Tensor:
         """Codes of ``level`` (0 or 1) from the codes of ``level + 1`` (B, N): (B, N * ratio), windowed.
-        ``key`` reaches upsamplers trained with ``key_upsamplers``; the others hear the style only. With
-        ``config.up_guidance`` != 1 and a key asked, classifier-free guidance towards it: training hid the key
-        from the upsamplers as often as from the top prior, so the same upsampler with the key 'unknown' is u."""
+        ``key`` reaches upsamplers trained with ``key_upsamplers``; the others hear the style only."""
         cfg = self.priors.config
         n_out = upper.shape[1] * cfg.level_ratio
         cond = self.priors.conditioners[level](upper)               # (B, n_out, C)
         style_ids = self.priors.upsampler_prefix(style, key).expand(upper.shape[0], -1)
-        guided = cfg.key_upsamplers and key is not None and cfg.up_guidance != 1
-        hidden = {"guidance": cfg.up_guidance, "uncond_prefix": self.priors.upsampler_prefix(style, None).expand(
-            upper.shape[0], -1)} if guided else {}
         prompt = torch.zeros(upper.shape[0], 0, dtype=torch.long) if prompt is None else prompt
         return self.priors.upsamplers[level].sample(prompt, n_out - prompt.shape[1], temperature=temperature,
                                                     generator=generator, prefix=style_ids, cond=cond,
-                                                    window_stride=cfg.up_context // 2, **hidden)
+                                                    window_stride=cfg.up_context // 2)
 
     @torch.no_grad()
     def generate(self, n: int, style: str, key: str | None = None, tempo_bpm: float | None = None,

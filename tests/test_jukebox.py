@@ -281,32 +281,6 @@ def test_guidance_acts_through_the_key_and_tempo_only(monkeypatch):
     assert seen["guidance"] == 1.0 and "uncond_prefix" not in seen
 
 
-def test_upsampler_guidance_contrasts_the_asked_key_with_an_unknown_one(monkeypatch):
-    """The upsamplers' guidance (PriorConfig.up_guidance) hides only the key: off at 1, without a key, or for
-    upsamplers that never heard one; otherwise u is the same upsampler with the key 'unknown'."""
-    torch.manual_seed(0)
-    priors = J.JukeboxPriors(replace(TINY_PRIOR, key_upsamplers=True))
-    model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), priors)
-    upper = torch.randint(0, 64, (2, 8))
-
-    def up(key, w):
-        model.priors.config = replace(model.priors.config, up_guidance=w)
-        return model.upsample(1, upper, "a", key=key, generator=torch.Generator().manual_seed(0))
-
-    assert torch.equal(up(None, 3.0), up(None, 1.0))              # nothing asked: nothing to guide towards
-    assert not torch.equal(up("A minor", 100.0), up("A minor", 1.0))   # (a fresh model's logits are near 0)
-    seen = {}
-    monkeypatch.setattr(model.priors.upsamplers[1], "sample", lambda *a, **kw: (seen.clear(), seen.update(kw)))
-    up("A minor", 2.5)
-    assert seen["guidance"] == 2.5 and torch.equal(seen["prefix"], priors.upsampler_prefix("a", "A minor").expand(2, -1))
-    assert torch.equal(seen["uncond_prefix"], priors.upsampler_prefix("a", None).expand(2, -1))
-    up("A minor", 1.0)
-    assert "guidance" not in seen
-    model.priors.config = replace(model.priors.config, key_upsamplers=False, up_guidance=2.5)
-    model.upsample(1, upper, "a", key="A minor")
-    assert "guidance" not in seen and seen["prefix"].shape == (2, 1)   # style only: these upsamplers never heard keys
-
-
 def test_continuation_keeps_the_prompt_codes():
     model = J.Jukebox(J.HierarchicalVQVAE(replace(TINY, codebook_size=64)).eval(), J.JukeboxPriors(TINY_PRIOR))
     prompt = _tones(1, 0.25)

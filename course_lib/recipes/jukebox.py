@@ -355,14 +355,11 @@ def eval_cli(argv: Sequence[str]) -> dict:
     p.add_argument("--seconds", type=positive_float, default=None, help="length of each generated song (the card's)")
     p.add_argument("--guidance", type=positive_float, default=None,
                    help="the top prior's classifier-free guidance on key and tempo (default: the checkpoint's)")
-    p.add_argument("--up-guidance", type=positive_float, default=None,
-                   help="the upsamplers' classifier-free guidance on the key (default: the checkpoint's)")
     args = p.parse_args(argv)
     info, ev, seed = eval_plan(args, f"{args.checkpoint}-priors")
     model = load_pretrained(args.checkpoint)
-    for name in ("guidance", "up_guidance"):
-        if getattr(args, name) is not None:
-            model.priors.config = replace(model.priors.config, **{name: getattr(args, name)})
+    if args.guidance is not None:
+        model.priors.config = replace(model.priors.config, guidance=args.guidance)
     n_test = ev.get("eval_size", 64)
     seconds = ev.get("seconds", SECONDS)
     test_audio, test_attrs, ds = load_songs("test", n_test, seconds, seed)
